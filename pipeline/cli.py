@@ -1,6 +1,11 @@
 """promptfarm command line.
 
-    promptfarm search jobs/configs/smoke.yaml [key.path=value ...]
+    promptfarm search jobs/configs/smoke.yaml [key.path=value ...] [--resume SEARCH_ID]
+    promptfarm train-one jobs/configs/smoke.yaml method.lr=0.3
+    promptfarm register jobs/configs/smoke.yaml --search-id SEARCH_ID
+    promptfarm evaluate sst2-tiny-llama@champion   |   promptfarm evaluate jobs/configs/smoke.yaml
+    promptfarm submit jobs/configs/smoke.yaml --address http://HEAD:8265 --tracking-uri http://MLFLOW:5000
+    promptfarm jobs list|logs ID|stop ID
     promptfarm pull sst2-tiny-llama --alias champion --out ./prompt
     promptfarm predict ./prompt "a gripping, funny film"
     promptfarm methods
@@ -21,27 +26,79 @@ def _fail(e: Exception) -> None:
     raise typer.Exit(2)
 
 
-@app.command()
-def search(config: Path, overrides: Annotated[list[str] | None, typer.Argument()] = None,
-           resume: Annotated[str | None, typer.Option(help="Search id to restore and finish")] = None,
-           no_register: bool = typer.Option(False, "--no-register", help="Skip Model Registry registration")) -> None:
-    """Run an ASHA search of the configured method(s); register the best prompt as `champion`."""
+def _load(config: Path, overrides: list[str] | None):
     from pipeline.config import ConfigError, load_config
-    from pipeline.tune.report import summary_text
-    from pipeline.tune.search import run_search
 
     try:
-        cfg = load_config(config, overrides or [])
-        s = run_search(cfg, resume=resume, register=False if no_register else None)
-    except (ConfigError, ValueError) as e:  # bad config or search space: one line, before any trial runs
+        return load_config(config, overrides or [])
+    except (ConfigError, FileNotFoundError) as e:
         _fail(e)
+
+
+def _report(s) -> None:
+    from pipeline.tune.report import summary_text
+
     typer.echo(summary_text(s))
+    typer.echo(f"search id: {s.search_id}")
     if s.best_trial:
         typer.echo(f"best: trial {s.best_trial} {s.metric}={s.best_value:.4f}")
     if s.version:
         typer.echo(f"registered {s.model_name} version {s.version}{' (champion)' if s.champion else ''}")
     elif s.model_name:
         typer.echo(f"not registered: {s.metric}={s.best_value:.4f} does not beat the champion of {s.model_name}")
+
+
+Overrides = Annotated[list[str] | None, typer.Argument(help="Config overrides key.path=value")]
+NoRegister = Annotated[bool, typer.Option("--no-register", help="Skip Model Registry registration")]
+
+
+@app.command()
+def search(config: Path, overrides: Overrides = None,
+           resume: Annotated[str | None, typer.Option(help="Search id to restore and finish")] = None,
+           no_register: NoRegister = False) -> None:
+    """Run an ASHA search of the configured method(s); register the best prompt as `champion`."""
+    from pipeline.config import ConfigError
+    from pipeline.tune.search import run_search
+
+    cfg = _load(config, overrides)
+    try:
+        s = run_search(cfg, resume=resume, register=False if no_register else None)
+    except (ConfigError, ValueError) as e:  # bad config or search space: one line, before any trial runs
+        _fail(e)
+    _report(s)
+
+
+@app.command("train-one")
+def train_one(config: Path, overrides: Overrides = None, no_register: NoRegister = False) -> None:
+    """Train the configured method with the configured values (one trial, no sampling); track and register it."""
+    from pipeline.config import ConfigError
+    from pipeline.tune.search import train_one as run
+
+    cfg = _load(config, overrides)
+    try:
+        s = run(cfg, register=False if no_register else None)
+    except (ConfigError, ValueError) as e:
+        _fail(e)
+    _report(s)
+
+
+@app.command()
+def register(config: Path, overrides: Overrides = None,
+             search_id: Annotated[str, typer.Option(help="Id printed by the finished search")] = "") -> None:
+    """Register the best prompt of a finished search, from its MLflow trial runs, if it beats the champion."""
+    from pipeline.tune.register import register_search
+
+    if not search_id:
+        _fail(ValueError("--search-id is required: the id `promptfarm search` printed"))
+    cfg = _load(config, overrides)
+    try:
+        name, version, champion, value = register_search(cfg, search_id)
+    except LookupError as e:
+        _fail(e)
+    if version:
+        typer.echo(f"registered {name} version {version}{' (champion)' if champion else ''} ({value:.4f})")
+    else:
+        typer.echo(f"not registered: {value:.4f} does not beat the champion of {name}")
 
 
 @app.command()
@@ -78,20 +135,28 @@ def predict(prompt_dir: Path, texts: list[str],
 
 
 @app.command()
-def evaluate(model: Annotated[str, typer.Argument(help="NAME or NAME@ALIAS (default alias: champion)")],
-             split: str = "validation",
+def evaluate(model: Annotated[str, typer.Argument(help="NAME[@ALIAS] (default alias: champion), or a CONFIG file")],
+             overrides: Overrides = None, alias: str = "champion", split: str = "validation",
              file: Annotated[str | None, typer.Option(help="Local JSONL/CSV/TSV instead of the hub split")] = None,
              limit: Annotated[int | None, typer.Option(help="Evaluate on the first N examples")] = None,
              tracking_uri: Annotated[str | None, typer.Option()] = None) -> None:
-    """Re-evaluate a registered prompt on a split; log the metrics to MLflow and tag the model version."""
-    from pipeline.tracking.registry import evaluate_registered
+    """Re-evaluate a registered prompt on a split; log the metrics to MLflow and tag the model version.
+
+    Given a CONFIG, the model is the config's registered model and the data its validation file.
+    """
+    from pipeline.tracking.registry import evaluate_registered, model_name
     from pipeline.tracking.runs import resolve_tracking_uri
 
-    name, _, alias = model.partition("@")
+    name, _, at = model.partition("@")
+    if model.endswith((".yaml", ".yml")):
+        cfg = _load(Path(model), overrides)
+        name, at = cfg.tracking.model_name or model_name(cfg.data.task, cfg.backbone.name_or_path), alias
+        file = file or (cfg.data.validation_file if split == "validation" else None)
+        tracking_uri = tracking_uri or cfg.tracking.tracking_uri
     try:
-        metrics = evaluate_registered(name, alias or "champion", resolve_tracking_uri(tracking_uri), split, file, limit)
+        metrics = evaluate_registered(name, at or alias, resolve_tracking_uri(tracking_uri), split, file, limit)
     except Exception as e:  # MLflow/data errors: one line
-        _fail(Exception(f"could not evaluate {model}: {str(e).splitlines()[0]}"))
+        _fail(Exception(f"could not evaluate {name}@{at or alias}: {str(e).splitlines()[0]}"))
     for key, value in metrics.items():
         typer.echo(f"{key}\t{value:.4f}")
 
@@ -114,6 +179,79 @@ def list_methods() -> None:
     from pipeline.methods.table import markdown
 
     typer.echo(markdown())
+
+
+Address = Annotated[str | None, typer.Option(help="Ray Jobs API, e.g. http://HEAD:8265 (default: "
+                                                   "$RAY_API_SERVER_ADDRESS or $RAY_ADDRESS, else loopback:8265)")]
+
+
+@app.command()
+def submit(config: Path, args: Annotated[list[str] | None, typer.Argument(help="Overrides k=v; job options")] = None,
+           address: Address = None, job: Annotated[str, typer.Option(help="jobs/ module to run")] = "search",
+           env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE env var for the job (repeatable)")] = None,
+           tracking_uri: Annotated[str | None, typer.Option(help="MLflow URI the job uses "
+                                                            "(default $MLFLOW_TRACKING_URI)")] = None,
+           working_dir: Annotated[Path, typer.Option(help="Uploaded; CONFIG must be inside")] = Path("."),
+           wait: Annotated[bool, typer.Option(help="Stream logs to the end; exit 1 unless SUCCEEDED")] = True,
+           ) -> None:
+    """Submit `python -m jobs.<job> CONFIG ...` to a Ray cluster; prints the submission id (then its logs)."""
+    from pipeline.config import ConfigError
+    from pipeline.submit import SubmitError, follow
+    from pipeline.submit import submit as do_submit
+
+    try:
+        job_id = do_submit(config, args or [], address, job, parse_env_or_fail(env), working_dir, tracking_uri)
+    except (SubmitError, ConfigError, FileNotFoundError) as e:
+        _fail(e)
+    typer.echo(f"submitted {job_id}")
+    if wait:
+        status = follow(job_id, address, typer.echo)
+        typer.echo(f"{job_id} {status}")
+        if status != "SUCCEEDED":
+            raise typer.Exit(1)
+
+
+def parse_env_or_fail(pairs: list[str] | None) -> dict[str, str]:
+    from pipeline.submit import SubmitError, parse_env
+
+    try:
+        return parse_env(pairs or [])
+    except SubmitError as e:
+        _fail(e)
+
+
+jobs_app = typer.Typer(add_completion=False, no_args_is_help=True, help="List, follow and stop Ray jobs.")
+app.add_typer(jobs_app, name="jobs")
+
+
+@jobs_app.command("list")
+def jobs_list(address: Address = None) -> None:
+    """One line per job: submission id, status, entrypoint."""
+    from pipeline.submit import client
+
+    for j in sorted(client(address).list_jobs(), key=lambda j: j.start_time or 0):
+        typer.echo(f"{j.submission_id or j.job_id}\t{j.status.value}\t{j.entrypoint}")
+
+
+@jobs_app.command("logs")
+def jobs_logs(job_id: str, address: Address = None,
+              follow: Annotated[bool, typer.Option(help="Stream until the job ends")] = False) -> None:
+    """Print a job's logs."""
+    from pipeline.submit import client
+    from pipeline.submit import follow as do_follow
+
+    if follow:
+        typer.echo(f"{job_id} {do_follow(job_id, address, typer.echo)}")
+    else:
+        typer.echo(client(address).get_job_logs(job_id))
+
+
+@jobs_app.command("stop")
+def jobs_stop(job_id: str, address: Address = None) -> None:
+    """Ask the cluster to stop a job."""
+    from pipeline.submit import client
+
+    typer.echo(f"{job_id} {'stopping' if client(address).stop_job(job_id) else 'already finished'}")
 
 
 def main() -> None:

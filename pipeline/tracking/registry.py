@@ -145,7 +145,9 @@ def pull(name_or_uri: str, out: str | Path, alias: str = CHAMPION, tracking_uri:
     else:  # resolve NAME@alias with an explicit client: the fluent models:/ path caches the registry it first saw
         client = mlflow_client(tracking_uri)
         mv = client.get_model_version_by_alias(name_or_uri, alias)
-        uri = client.get_logged_model(mv.model_id).artifact_location if mv.model_id else mv.source
+        # a tracking server's REST reply leaves model_id empty; the source 'models:/m-<id>' still names the model
+        model_id = mv.model_id or (mv.source.removeprefix("models:/") if mv.source.startswith("models:/m-") else None)
+        uri = client.get_logged_model(model_id).artifact_location if model_id else mv.source
     out = Path(out)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri))

@@ -154,9 +154,19 @@ def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool 
 
     log_search_plots(client, parent, summary)
     if (cfg.tracking.register if register is None else register) and summary.best_run_id:
-        _register(client, cfg, summary)
+        from pipeline.tune.register import register_best
+
+        summary.model_name, summary.version, summary.champion = register_best(
+            client, cfg, search_id, metric, summary.best_value, mode, summary.best_run_id, len(summary.trials))
     client.set_terminated(parent, "FINISHED")
     return summary
+
+
+def train_one(cfg: ExperimentConfig, register: bool | None = None) -> SearchSummary:
+    """One trial of exactly the configured method and values (nothing sampled), tracked and registered as a
+    one-trial search: same MLflow runs, checkpoints, fault tolerance and registry rule."""
+    cfg.search.num_samples, cfg.search.methods, cfg.search.space, cfg.search.default_space = 1, {}, {}, False
+    return run_search(cfg, register=register)
 
 
 def search_algorithm(cfg: ExperimentConfig, max_concurrent: int):
@@ -223,19 +233,3 @@ def summarize(grid, search_id: str, metric: str, mode: str, max_reports: int, me
         out.best_trial, out.best_value = best_row["trial_id"], float(best_row[metric])
         out.best_checkpoint = best_row.get("checkpoint_path")
     return out
-
-
-def _register(client, cfg: ExperimentConfig, s: SearchSummary) -> None:
-    from pipeline.tracking.registry import model_name, register_prompt
-
-    trial = next(t for t in s.trials if t.trial_id == s.best_trial)
-    run = client.get_run(s.best_run_id)
-    s.model_name = cfg.tracking.model_name or model_name(cfg.data.task, cfg.backbone.name_or_path)
-    tags = {"method": run.data.params.get("method", cfg.method_name), "search_id": s.search_id,
-            "trainable_params": str(int(run.data.metrics.get("trainable_params", 0))),
-            "backbone": cfg.backbone.name_or_path, "backbone_revision": str(cfg.backbone.revision),
-            "task": cfg.data.task}
-    desc = (f"Best of {len(s.trials)} trials of ASHA search {s.search_id} ({tags['method']}, "
-            f"{s.metric}={s.best_value:.4f}, params {trial.params})")
-    s.version, s.champion = register_prompt(client, s.model_name, s.best_run_id, s.metric, s.best_value, s.mode,
-                                            tags, desc)

@@ -1,0 +1,123 @@
+"""Submit promptfarm jobs to a Ray cluster through its Jobs API (Ray's JobSubmissionClient).
+
+    promptfarm submit jobs/configs/smoke.yaml --address http://127.0.0.1:8265 --tracking-uri http://mlflow:5000
+    promptfarm jobs list | logs ID | stop ID
+
+The job runs `python -m jobs.<job> CONFIG [k=v ...]` in a copy of the working directory on the cluster (Ray
+uploads it, honouring .gitignore), with MLFLOW_TRACKING_URI and other env vars set by the runtime env.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import re
+import shlex
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+# Never uploaded with the working dir: local stores and caches the cluster must not see (Ray also skips .gitignore'd).
+EXCLUDES = [".git", ".venv", "ray_results", "mlruns", "mlruns.db", "mlartifacts", ".promptfarm", "*.pyc"]
+
+
+class SubmitError(ValueError):
+    """A submission that cannot work as asked (unknown job, config outside the working dir, bad env var)."""
+
+
+def resolve_address(address: str | None) -> str:
+    """Explicit address, else $RAY_API_SERVER_ADDRESS / $RAY_ADDRESS when it is an http(s) URL, else loopback."""
+    if address and not address.startswith(("http://", "https://")):
+        raise SubmitError(f"--address {address!r} is not a Jobs API URL; expected http://HEAD:8265")
+    for cand in (address, os.environ.get("RAY_API_SERVER_ADDRESS"), os.environ.get("RAY_ADDRESS")):
+        if cand and cand.startswith(("http://", "https://")):
+            return cand
+    return DEFAULT_ADDRESS
+
+
+def auth_headers() -> dict[str, str]:
+    """Bearer header from Ray's token sources ($RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token), if any.
+
+    Ray >= 2.59 local clusters require the token, but its client sends it only when this process runs in token
+    mode; passing the header explicitly works either way (a cluster without auth ignores it).
+    """
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if not token and path.is_file():
+        token = path.read_text().strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def client(address: str | None = None):
+    """A JobSubmissionClient for the cluster at `address`, authenticated when a Ray token is configured."""
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(resolve_address(address), headers=auth_headers())
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    """['K=V', ...] -> {K: V}; a pair without '=' is an error naming it."""
+    out = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise SubmitError(f"--env {pair!r} is not KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def job_spec(job: str, config: Path, overrides: list[str], working_dir: Path, env: dict[str, str],
+             tracking_uri: str | None) -> tuple[str, dict]:
+    """(entrypoint, runtime_env) of one job; validates the job name and the config locally before anything is sent."""
+    from pipeline.config import load_config
+
+    module = f"jobs.{job.replace('-', '_')}"
+    if importlib.util.find_spec(module) is None:
+        raise SubmitError(f"job {job!r} has no module {module}; expected one of {', '.join(job_names())}")
+    working_dir = working_dir.resolve()
+    try:
+        rel = config.resolve().relative_to(working_dir)
+    except ValueError:
+        raise SubmitError(f"config {config} is outside the working dir {working_dir}; the job sees only files "
+                          "under it") from None
+    # bad keys/values fail here, in one line, not minutes later on the cluster; options like --search-id pass through
+    load_config(config, [a for a in overrides if re.match(r"[A-Za-z_][\w.]*=", a)])
+    env = dict(env)
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        env["MLFLOW_TRACKING_URI"] = uri
+    entrypoint = shlex.join(["python", "-m", module, rel.as_posix(), *overrides])
+    return entrypoint, {"working_dir": str(working_dir), "excludes": EXCLUDES, "env_vars": env}
+
+
+def job_names() -> list[str]:
+    """Job entry points shipped in jobs/ (module names, e.g. 'search', 'train_one')."""
+    import pkgutil
+
+    import jobs
+
+    return sorted(m.name for m in pkgutil.iter_modules(jobs.__path__) if not m.name.startswith("_"))
+
+
+def submit(config: Path, overrides: list[str], address: str | None = None, job: str = "search",
+           env: dict[str, str] | None = None, working_dir: Path = Path("."), tracking_uri: str | None = None) -> str:
+    """Submit `python -m jobs.<job> CONFIG overrides` to the cluster; the submission id."""
+    entrypoint, runtime_env = job_spec(job, config, overrides, working_dir, env or {}, tracking_uri)
+    return client(address).submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+
+
+def follow(job_id: str, address: str | None = None, echo: Callable[[str], None] = print) -> str:
+    """Stream the job's logs until it ends; its final status name (SUCCEEDED, FAILED, STOPPED)."""
+    c = client(address)
+
+    async def tail() -> None:
+        async for lines in c.tail_job_logs(job_id):
+            echo(lines.rstrip("\n"))
+
+    asyncio.run(tail())
+    while (status := str(c.get_job_status(job_id).value)) not in TERMINAL:  # logs may close just before the end
+        time.sleep(0.5)
+    return status

@@ -1,0 +1,67 @@
+"""Register a search's best prompt. Two ways in, one rule:
+
+- right after `run_search` (the summary from Tune's results), and
+- later, from MLflow alone (`promptfarm register CONFIG --search-id ID`, `python -m jobs.register`): a search run
+  with `tracking.register=false`, or on a cluster whose Tune storage is gone; the trial runs carry everything.
+"""
+
+from __future__ import annotations
+
+from pipeline.config import ExperimentConfig
+
+
+def register_best(client, cfg: ExperimentConfig, search_id: str, metric: str, value: float, mode: str,
+                  run_id: str, n_trials: int) -> tuple[str, str | None, bool]:
+    """Register trial run `run_id`'s best prompt (metric=value) under the config's model name, if it beats the
+    champion. Returns (model name, version or None, whether it is the champion)."""
+    from pipeline.tracking.registry import model_name, register_prompt
+
+    run = client.get_run(run_id)
+    name = cfg.tracking.model_name or model_name(cfg.data.task, cfg.backbone.name_or_path)
+    method = run.data.params.get("method", cfg.method_name)
+    tags = {"method": method, "search_id": search_id,
+            "trainable_params": str(int(run.data.metrics.get("trainable_params", 0))),
+            "backbone": cfg.backbone.name_or_path, "backbone_revision": str(cfg.backbone.revision),
+            "task": cfg.data.task}
+    sampled = {k: v for k, v in run.data.params.items() if k.startswith("method.") and k != "method.name"}
+    desc = (f"Best of {n_trials} trials of ASHA search {search_id} ({method}, {metric}={value:.4f}, "
+            f"method params {sampled})")
+    version, champion = register_prompt(client, name, run_id, metric, value, mode, tags, desc)
+    return name, version, champion
+
+
+def best_trial_run(client, exp_id: str, search_id: str, metric: str, mode: str) -> tuple[str, float, int]:
+    """(run id, best value, trials) of the search's trial run with the best reported `metric` and a logged prompt.
+
+    Every eval is in the run's metric history; the run's `prompt` artifact is the prompt at its best eval.
+    """
+    from pipeline.tune.search import SEARCH_TAG
+
+    runs = client.search_runs([exp_id], filter_string=f"tags.{SEARCH_TAG} = '{search_id}' and "
+                                                      "tags.promptfarm.role = 'trial'", max_results=10000)
+    if not runs:
+        raise LookupError(f"search {search_id!r} has no trial runs in MLflow experiment {exp_id}; "
+                          "expected the id printed by `promptfarm search`")
+    best: tuple[str, float] | None = None
+    for run in runs:
+        values = [m.value for m in client.get_metric_history(run.info.run_id, metric)]
+        if not values or not any(a.path == "prompt" for a in client.list_artifacts(run.info.run_id)):
+            continue
+        v = max(values) if mode == "max" else min(values)
+        if best is None or (v > best[1] if mode == "max" else v < best[1]):
+            best = (run.info.run_id, v)
+    if best is None:
+        raise LookupError(f"search {search_id!r}: no trial reported {metric} with a saved prompt")
+    return best[0], best[1], len(runs)
+
+
+def register_search(cfg: ExperimentConfig, search_id: str) -> tuple[str, str | None, bool, float]:
+    """Register the best prompt of a finished search from its MLflow runs: (model, version, champion, value)."""
+    from pipeline.tracking.runs import experiment_id, mlflow_client, resolve_tracking_uri
+    from pipeline.tune.search import search_metric
+
+    client = mlflow_client(resolve_tracking_uri(cfg.tracking.tracking_uri))
+    metric, mode = search_metric(cfg)
+    run_id, value, n = best_trial_run(client, experiment_id(client, cfg), search_id, metric, mode)
+    name, version, champion = register_best(client, cfg, search_id, metric, value, mode, run_id, n)
+    return name, version, champion, value

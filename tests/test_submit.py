@@ -1,0 +1,78 @@
+"""Job submission without a cluster: what would be sent, and the one-line refusals that happen before sending."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from pipeline.config import ConfigError
+from pipeline.submit import EXCLUDES, SubmitError, auth_headers, job_names, job_spec, parse_env, resolve_address
+
+from .conftest import ROOT
+
+SMOKE = ROOT / "jobs" / "configs" / "smoke.yaml"
+
+
+def test_spec_runs_the_job_module_on_the_config_relative_to_the_uploaded_dir(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    entry, env = job_spec("train-one", SMOKE, ["method.lr=0.3", "--no-register"], ROOT, {"A": "1"},
+                          "http://mlflow:5000")
+    assert shlex.split(entry) == ["python", "-m", "jobs.train_one", "jobs/configs/smoke.yaml", "method.lr=0.3",
+                                  "--no-register"]
+    assert env["working_dir"] == str(ROOT)
+    assert env["env_vars"] == {"A": "1", "MLFLOW_TRACKING_URI": "http://mlflow:5000"}
+    assert {".venv", "mlruns.db", "ray_results"} <= set(env["excludes"]) == set(EXCLUDES)
+
+
+def test_tracking_uri_defaults_to_the_environment(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://from-env:5000")
+    assert job_spec("search", SMOKE, [], ROOT, {}, None)[1]["env_vars"]["MLFLOW_TRACKING_URI"] == \
+        "http://from-env:5000"
+
+
+def test_every_shipped_job_module_is_submittable():
+    assert {"search", "train_one", "evaluate", "register"} <= set(job_names())
+    for job in job_names():
+        assert job_spec(job, SMOKE, [], ROOT, {}, None)[0].startswith(f"python -m jobs.{job} ")
+
+
+@pytest.mark.parametrize(("job", "config", "args", "error", "match"), [
+    ("serach", SMOKE, [], SubmitError, "job 'serach' has no module jobs.serach; expected one of"),
+    ("search", ROOT.parent / "elsewhere.yaml", [], SubmitError, "is outside the working dir"),
+    ("search", SMOKE, ["train.max_stepz=3"], ConfigError, "max_stepz"),
+    ("search", SMOKE, ["train.max_steps=-1"], ConfigError, "max_steps"),
+])
+def test_bad_submissions_fail_before_anything_is_sent(job, config, args, error, match):
+    with pytest.raises(error, match=match) as e:
+        job_spec(job, config, args, ROOT, {}, None)
+    assert "\n" not in str(e.value)
+
+
+def test_env_pairs_and_addresses(monkeypatch):
+    assert parse_env(["A=1", "B=x=y"]) == {"A": "1", "B": "x=y"}
+    with pytest.raises(SubmitError, match="'A' is not KEY=VALUE"):
+        parse_env(["A"])
+    monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_ADDRESS", "auto")  # a GCS address, not the Jobs API: ignored
+    assert resolve_address(None) == "http://127.0.0.1:8265"
+    monkeypatch.setenv("RAY_ADDRESS", "http://head:8265")
+    assert resolve_address(None) == "http://head:8265"
+    assert resolve_address("https://ray.internal") == "https://ray.internal"
+    with pytest.raises(SubmitError, match="'head:6379' is not a Jobs API URL"):
+        resolve_address("head:6379")
+
+
+def test_token_header_from_rays_token_sources(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    assert auth_headers() == {}
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("abc\n")
+    assert auth_headers() == {"Authorization": "Bearer abc"}
+    (tmp_path / "t").write_text("from-path")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "t"))
+    assert auth_headers() == {"Authorization": "Bearer from-path"}
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
+    assert auth_headers() == {"Authorization": "Bearer from-env"}
