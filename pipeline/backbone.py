@@ -42,8 +42,14 @@ def load_tokenizer(cfg: BackboneConfig):
     return tok
 
 
-def load_backbone(cfg: BackboneConfig):
-    """(model, tokenizer, info): every backbone parameter frozen, in `cfg.dtype`."""
+def load_backbone(cfg: BackboneConfig, zero3_config: dict | None = None):
+    """(model, tokenizer, info): every backbone parameter frozen, in `cfg.dtype`.
+
+    `zero3_config` (a ZeRO-3 DeepSpeed config, inside an initialised process group): build the model already
+    partitioned (deepspeed.zero.Init via HfDeepSpeedConfig), so each rank holds 1/world of the weights from the
+    start. Without it every rank would load the full model and DeepSpeed would move all of it onto each GPU
+    before partitioning: 141 GB per rank for a bf16 70B model.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     ensure_backbone(cfg)
@@ -54,8 +60,14 @@ def load_backbone(cfg: BackboneConfig):
         first = str(e).splitlines()[0]
         raise FileNotFoundError(f"backbone {cfg.name_or_path!r} not found locally or on the hub: {first}") from None
     cls = AutoModelForSeq2SeqLM if hf_cfg.is_encoder_decoder else AutoModelForCausalLM
+    keep = None
+    if zero3_config is not None:
+        from transformers.integrations import HfDeepSpeedConfig
+
+        keep = HfDeepSpeedConfig(zero3_config)  # transformers holds it weakly: it must outlive from_pretrained
     model = cls.from_pretrained(cfg.name_or_path, dtype=DTYPES[cfg.dtype], **kw)
     model.requires_grad_(False)
+    model._promptfarm_ds_config = keep  # keeps transformers' ZeRO-3 mode on for the model's lifetime (generate)
     return model, load_tokenizer(cfg), backbone_info(model, cfg)
 
 

@@ -31,6 +31,30 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """URI of a real `mlflow server` on loopback (sqlite backend, artifacts proxied), stopped afterwards."""
+    from .servers import start_mlflow, stop
+
+    proc, uri = start_mlflow(tmp_path)
+    try:
+        yield uri
+    finally:
+        stop(proc)
+
+
+@pytest.fixture
+def ray_head():
+    """A real Ray head (`ray start --head` on loopback) separate from `ray_cluster`; its Head addresses."""
+    from .servers import start_head, stop
+
+    proc, head = start_head()
+    try:
+        yield head
+    finally:
+        stop(proc)
+
+
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
     """{'llama': dir, 't5': dir} holding tiny random models + tokenizers (hidden 32)."""

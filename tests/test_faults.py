@@ -71,29 +71,41 @@ def _reports(storage) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def test_failed_trial_recorded_in_mlflow_and_search_continues(tmp_path, ray_cluster, monkeypatch):
+@pytest.mark.parametrize(("key", "values", "error"), [
+    ("data.train_file", "[{missing}, tests/fixtures/sst2_tiny/train.tsv]", "missing.tsv"),
+    # a diverging learning rate: the prompt overflows the RMSNorm at step 3 and the loss is NaN
+    ("method.lr", "[1.0e+30, 0.3]", "training loss is nan"),
+], ids=["missing-file", "nan-loss"])
+def test_failed_trial_recorded_in_mlflow_and_search_continues(tmp_path, ray_cluster, monkeypatch, key, values,
+                                                              error):
     from pipeline.tracking.runs import mlflow_client
     from pipeline.tune.search import run_search
 
     monkeypatch.chdir(ROOT)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    missing = tmp_path / "missing.tsv"
+    values = values.format(missing=tmp_path / "missing.tsv")
     cfg = load_config(SMOKE, [
         f"storage_path={tmp_path / 'ray'}", f"tracking.tracking_uri={uri}", "name=failing",
         f"backbone.name_or_path={tmp_path / 'tiny-llama'}", "search.num_samples=2", "search.default_space=false",
-        "search.seed=2",
-        # seed 2 samples the fixture first, then the missing file (relative paths are resolved before Ray)
-        f"search.space={{data.train_file: {{choice: [{missing}, tests/fixtures/sst2_tiny/train.tsv]}}}}",
+        "search.seed=2",  # seed 2 samples the second value first, then the first: both run
+        f"search.space={{{key}: {{choice: {values}}}}}",
         "train.max_steps=6", "train.eval_every=6", "train.max_failures=0", "tracking.register=false"])
     s = run_search(cfg)
     by_status = {t.status: t for t in s.trials}
     assert set(by_status) == {"failed", "completed"}, s.trials
     failed = by_status["failed"]
-    assert "missing.tsv" in failed.error and failed.params["data.train_file"] == str(missing)
+    assert error in failed.error and str(failed.params[key]) == str(yaml_first(values)), failed
     client = mlflow_client(uri)
     run = client.get_run(client.search_runs(
         [client.get_experiment_by_name("smoke").experiment_id],
         filter_string=f"tags.`promptfarm.trial_id` = '{failed.trial_id}'")[0].info.run_id)
     assert run.info.status == "FAILED" and run.data.tags["promptfarm.outcome"] == "failed"
-    assert "missing.tsv" in run.data.tags["promptfarm.error"] and "\n" not in run.data.tags["promptfarm.error"]
+    assert error in run.data.tags["promptfarm.error"] and "\n" not in run.data.tags["promptfarm.error"]
     assert s.best_trial == by_status["completed"].trial_id
+
+
+def yaml_first(values: str):
+    """First value of a YAML list, parsed as the config parses it (paths stay as given: they were absolute)."""
+    import yaml
+
+    return yaml.safe_load(values)[0]

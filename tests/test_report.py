@@ -33,3 +33,29 @@ def test_plots_draw_every_trial_with_pruned_dotted():
     assert {line.get_linestyle() for line in curves} == {"-", ":"}
     points = figs["best_vs_params.png"].axes[0].collections
     assert sorted(tuple(c.get_offsets()[0]) for c in points) == [(640.0, 0.4), (800.0, 0.8)]
+
+
+def test_progress_line_tells_pruned_from_completed_and_tracks_the_best():
+    from types import SimpleNamespace as T
+
+    from pipeline.tune.callbacks import ProgressLine
+
+    lines: list[str] = []
+    p = ProgressLine("val_loss", "min", max_reports=4, echo=lines.append)
+    a = T(trial_id="a", status="RUNNING", config={"method.name": "dept"}, last_result={})
+    b = T(trial_id="b", status="PENDING", config={"method.name": "pt"}, last_result={})
+    p.on_trial_start(0, [a, b], a)
+    assert lines[-1].endswith("1 running, 1 pending, 0 completed, 0 pruned, 0 failed; best val_loss -")
+    p.on_trial_result(0, [a, b], a, {"val_loss": 5.0, "step": 6})
+    p.on_trial_result(0, [a, b], a, {"val_loss": 5.5, "step": 12})  # worse: no line
+    assert len(lines) == 2 and "best val_loss 5.0000 (dept, trial a)" in lines[-1]
+    a.status, a.last_result = "TERMINATED", {"training_iteration": 2}
+    b.status = "RUNNING"
+    p.on_trial_complete(0, [a, b], a)
+    assert "trial a pruned: 1 running, 0 pending, 0 completed, 1 pruned, 0 failed" in lines[-1]
+    p.on_trial_result(0, [a, b], b, {"val_loss": 4.0, "step": 6})
+    b.status, b.last_result = "TERMINATED", {"training_iteration": 4}
+    p.on_trial_complete(0, [a, b], b)
+    assert "0 running, 0 pending, 1 completed, 1 pruned, 0 failed; best val_loss 4.0000 (pt, trial b)" in lines[-1]
+    p.on_trial_error(0, [a, b], T(trial_id="c", status="ERROR", config={}, last_result={}))
+    assert "1 failed" in lines[-1]

@@ -102,7 +102,8 @@ def train_worker(loop_config: dict) -> None:
     torch.manual_seed(cfg.seed)
     task = get_task(cfg.data.task)
 
-    model, tokenizer, info = load_backbone(cfg.backbone)
+    ds = ds_config(cfg.train, cfg.backbone.dtype)
+    model, tokenizer, info = load_backbone(cfg.backbone, zero3_config=ds if cfg.train.zero_stage == 3 else None)
     method = methods.build(cfg.method, info, embedding_rows(model), seed=cfg.seed)
     start_step = 0
     checkpoint = ray.train.get_checkpoint()
@@ -124,7 +125,7 @@ def train_worker(loop_config: dict) -> None:
     for _ in range(start_step):  # resume the schedule where the checkpoint left it
         scheduler.step()
     engine, _, _, _ = deepspeed.initialize(model=prompted, optimizer=optimizer, lr_scheduler=scheduler,
-                                           config=ds_config(cfg.train, cfg.backbone.dtype), dist_init_required=False)
+                                           config=ds, dist_init_required=False)
     tracker = _Tracker(ctx) if rank == 0 else None
     stream = batches(features, cfg.train.batch_size, tokenizer.pad_token_id, cfg.seed + rank,
                      skip=start_step * cfg.train.grad_accum)

@@ -11,7 +11,7 @@ class MlflowTrialStatus(Callback):
     def __init__(self, uri: str, exp_id: str, search_id: str, max_reports: int) -> None:
         self.uri, self.exp_id, self.search_id, self.max_reports = uri, exp_id, search_id, max_reports
 
-    def _close(self, trial, outcome: str, reason: str | None) -> None:
+    def _close(self, trial, outcome: str | None, reason: str | None) -> None:
         from pipeline.tracking.runs import find_run, mlflow_client
         from pipeline.tune.placement import release
         from pipeline.tune.search import SEARCH_TAG, TRIAL_TAG
@@ -21,14 +21,18 @@ class MlflowTrialStatus(Callback):
         run_id = find_run(client, self.exp_id, {SEARCH_TAG: self.search_id, TRIAL_TAG: trial.trial_id})
         if run_id is None:
             return
+        if outcome is None:  # ended normally: completed iff all its reports are in the run. Tune's last_result
+            # misses those made before a driver restore (a trial re-run to its end reports nothing new).
+            steps = {m.step for m in client.get_metric_history(run_id, "step")}
+            done = max(len(steps), (trial.last_result or {}).get("training_iteration", 0))
+            outcome = "completed" if done >= self.max_reports else "pruned"
         client.set_tag(run_id, "promptfarm.outcome", outcome)
         if reason:
             client.set_tag(run_id, "promptfarm.error", reason[:5000])
         client.set_terminated(run_id, {"failed": "FAILED", "pruned": "KILLED"}.get(outcome, "FINISHED"))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        done = (trial.last_result or {}).get("training_iteration", 0)
-        self._close(trial, "completed" if done >= self.max_reports else "pruned", None)
+        self._close(trial, None, None)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         reason = None
@@ -40,3 +44,43 @@ class MlflowTrialStatus(Callback):
             except OSError:
                 pass
         self._close(trial, "failed", reason or "trial failed")
+
+
+class ProgressLine(Callback):
+    """One terminal line per trial event: trials running / completed / pruned / failed and the best so far.
+
+    Tune's own table calls a pruned trial TERMINATED like a completed one; this line tells them apart.
+    """
+
+    def __init__(self, metric: str, mode: str, max_reports: int, echo=print) -> None:
+        self.metric, self.mode, self.max_reports, self.echo = metric, mode, max_reports, echo
+        self.best: tuple[float, str, str] | None = None  # (value, trial id, method)
+        self.ended: dict[str, str] = {}  # trial id -> completed / pruned / failed
+
+    def line(self, trials, event: str) -> str:
+        running = sum(t.status == "RUNNING" for t in trials)
+        pending = sum(t.status == "PENDING" for t in trials)
+        counts = {k: sum(v == k for v in self.ended.values()) for k in ("completed", "pruned", "failed")}
+        best = "-" if self.best is None else f"{self.best[0]:.4f} ({self.best[2]}, trial {self.best[1]})"
+        return (f"[promptfarm] {event}: {running} running, {pending} pending, {counts['completed']} completed, "
+                f"{counts['pruned']} pruned, {counts['failed']} failed; best {self.metric} {best}")
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.echo(self.line(trials, f"trial {trial.trial_id} started"))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        value = result.get(self.metric)
+        if value is None or (self.best is not None and not (
+                value > self.best[0] if self.mode == "max" else value < self.best[0])):
+            return
+        self.best = (float(value), trial.trial_id, str((trial.config or {}).get("method.name", "")) or "-")
+        self.echo(self.line(trials, f"trial {trial.trial_id} new best at step {result.get('step', '?')}"))
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        done = (trial.last_result or {}).get("training_iteration", 0)
+        self.ended[trial.trial_id] = "completed" if done >= self.max_reports else "pruned"
+        self.echo(self.line(trials, f"trial {trial.trial_id} {self.ended[trial.trial_id]}"))
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.ended[trial.trial_id] = "failed"
+        self.echo(self.line(trials, f"trial {trial.trial_id} failed"))

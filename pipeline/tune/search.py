@@ -107,7 +107,7 @@ def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool 
 
     from pipeline.backbone import ensure_backbone
     from pipeline.tracking.runs import experiment_id, get_or_create_run, mlflow_client, resolve_tracking_uri
-    from pipeline.tune.callbacks import MlflowTrialStatus
+    from pipeline.tune.callbacks import MlflowTrialStatus, ProgressLine
     from pipeline.tune.driver import make_driver
 
     cfg = resolve_paths(cfg)
@@ -120,6 +120,8 @@ def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool 
     exp_id = experiment_id(client, cfg)
     parent = get_or_create_run(client, exp_id, search_id, {SEARCH_TAG: search_id, "promptfarm.role": "search"})
     client.log_text(parent, json.dumps(cfg.to_dict(), indent=2), "config.json")
+    print(f"[promptfarm] search id: {search_id} ({'resuming' if resume else 'new'}; MLflow {uri}, run {parent})",
+          flush=True)  # printed first: the id `--resume` needs if this driver dies
 
     if not ray.is_initialized():
         env = {"DS_ACCELERATOR": "cpu"} if not cfg.train.use_gpu else {}
@@ -129,7 +131,7 @@ def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool 
     driver = make_driver(cfg.to_dict(), metric, mode, uri, exp_id, parent, search_id)
     trainable = tune.with_resources(driver, {"CPU": DRIVER_CPU})  # the driver only waits; workers hold the CPUs
     status_cb = MlflowTrialStatus(uri, exp_id, search_id, max_reports)
-    path = str(Path(cfg.storage_path) / search_id)
+    path = f"{cfg.storage_path.rstrip('/')}/{search_id}"  # a URI (s3://...) or a mounted path
     if resume:
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=False, restart_errored=False)
     else:
@@ -141,7 +143,8 @@ def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool 
                 scheduler=ASHAScheduler(time_attr="training_iteration", max_t=max_reports,
                                         grace_period=min(cfg.search.grace_period, max_reports),
                                         reduction_factor=cfg.search.reduction_factor)),
-            run_config=tune.RunConfig(name=search_id, storage_path=cfg.storage_path, callbacks=[status_cb],
+            run_config=tune.RunConfig(name=search_id, storage_path=cfg.storage_path,
+                                      callbacks=[status_cb, ProgressLine(metric, mode, max_reports)],
                                       failure_config=tune.FailureConfig(max_failures=0), verbose=1))
     grid = tuner.fit()
     summary = summarize(grid, search_id, metric, mode, max_reports, cfg.method_name)

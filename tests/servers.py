@@ -1,0 +1,86 @@
+"""Real servers for the cluster-path tests: a Ray head started with `ray start --head` on loopback and an
+`mlflow server`; each runs in its own session so stopping its process group stops all it started."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Head:
+    """A running local Ray head."""
+
+    gcs: str
+    """GCS address (RAY_ADDRESS for drivers), 127.0.0.1:PORT."""
+    jobs: str
+    """Jobs API / dashboard URL."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(ready, what: str, proc: subprocess.Popen | None = None, timeout: float = 120) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        with contextlib.suppress(Exception):
+            if ready():
+                return
+        time.sleep(1)
+    raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL, the process group of a server started with start_new_session=True."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(15)
+            return
+
+
+def start_mlflow(tmp: Path) -> tuple[subprocess.Popen, str]:
+    """`mlflow server` with a sqlite backend and server-proxied artifacts under `tmp`; (process, http URI)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp / 'server.db'}",
+         "--artifacts-destination", str(tmp / "server-artifacts"), "--serve-artifacts",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=open(tmp / "mlflow.log", "w"))  # noqa: SIM115
+    uri = f"http://127.0.0.1:{port}"
+    wait_until(lambda: urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200, "mlflow server", proc)
+    return proc, uri
+
+
+def start_head() -> tuple[subprocess.Popen, Head]:
+    """A separate local Ray cluster (2 CPUs), not the tests' in-process one; token auth on, Ray's default."""
+    from pipeline.submit import client
+
+    temp = tempfile.mkdtemp(prefix="pfhead", dir="/tmp")  # short: Ray's socket paths must stay under 107 chars
+    gcs, dash = free_port(), free_port()
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # job drivers run `python` from PATH
+    proc = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
+         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--num-cpus", "2", "--temp-dir", temp,
+         "--disable-usage-stats"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    head = Head(f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dash}")
+    wait_until(lambda: client(head.jobs).list_jobs() is not None, "ray head", proc)
+    return proc, head
