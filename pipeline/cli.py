@@ -205,7 +205,7 @@ def submit(config: Path, args: Annotated[list[str] | None, typer.Argument(help="
         _fail(e)
     typer.echo(f"submitted {job_id}")
     if wait:
-        status = follow(job_id, address, typer.echo)
+        status = follow(job_id, address, typer.echo)  # the client already connected once: errors here are rare
         typer.echo(f"{job_id} {status}")
         if status != "SUCCEEDED":
             raise typer.Exit(1)
@@ -220,6 +220,15 @@ def parse_env_or_fail(pairs: list[str] | None) -> dict[str, str]:
         _fail(e)
 
 
+def _jobs_client(address: str | None):
+    from pipeline.submit import SubmitError, client
+
+    try:
+        return client(address)
+    except SubmitError as e:
+        _fail(e)
+
+
 jobs_app = typer.Typer(add_completion=False, no_args_is_help=True, help="List, follow and stop Ray jobs.")
 app.add_typer(jobs_app, name="jobs")
 
@@ -227,9 +236,7 @@ app.add_typer(jobs_app, name="jobs")
 @jobs_app.command("list")
 def jobs_list(address: Address = None) -> None:
     """One line per job: submission id, status, entrypoint."""
-    from pipeline.submit import client
-
-    for j in sorted(client(address).list_jobs(), key=lambda j: j.start_time or 0):
+    for j in sorted(_jobs_client(address).list_jobs(), key=lambda j: j.start_time or 0):
         typer.echo(f"{j.submission_id or j.job_id}\t{j.status.value}\t{j.entrypoint}")
 
 
@@ -237,21 +244,22 @@ def jobs_list(address: Address = None) -> None:
 def jobs_logs(job_id: str, address: Address = None,
               follow: Annotated[bool, typer.Option(help="Stream until the job ends")] = False) -> None:
     """Print a job's logs."""
-    from pipeline.submit import client
+    from pipeline.submit import SubmitError
     from pipeline.submit import follow as do_follow
 
     if follow:
-        typer.echo(f"{job_id} {do_follow(job_id, address, typer.echo)}")
+        try:
+            typer.echo(f"{job_id} {do_follow(job_id, address, typer.echo)}")
+        except SubmitError as e:
+            _fail(e)
     else:
-        typer.echo(client(address).get_job_logs(job_id))
+        typer.echo(_jobs_client(address).get_job_logs(job_id))
 
 
 @jobs_app.command("stop")
 def jobs_stop(job_id: str, address: Address = None) -> None:
     """Ask the cluster to stop a job."""
-    from pipeline.submit import client
-
-    typer.echo(f"{job_id} {'stopping' if client(address).stop_job(job_id) else 'already finished'}")
+    typer.echo(f"{job_id} {'stopping' if _jobs_client(address).stop_job(job_id) else 'already finished'}")
 
 
 def main() -> None:

@@ -55,7 +55,14 @@ def client(address: str | None = None):
     """A JobSubmissionClient for the cluster at `address`, authenticated when a Ray token is configured."""
     from ray.job_submission import JobSubmissionClient
 
-    return JobSubmissionClient(resolve_address(address), headers=auth_headers())
+    url = resolve_address(address)
+    try:
+        return JobSubmissionClient(url, headers=auth_headers())
+    except Exception as e:  # ConnectionError, AuthenticationError: Ray's messages run to many lines
+        first = str(e).strip().splitlines()[0]
+        raise SubmitError(f"cannot use the Ray Jobs API at {url}: {first} (expected a running head and, with token "
+                          "auth, its token in ~/.ray/auth_token or $RAY_AUTH_TOKEN)") from None
+
 
 
 def parse_env(pairs: list[str]) -> dict[str, str]:

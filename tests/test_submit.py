@@ -76,3 +76,16 @@ def test_token_header_from_rays_token_sources(tmp_path, monkeypatch):
     assert auth_headers() == {"Authorization": "Bearer from-path"}
     monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
     assert auth_headers() == {"Authorization": "Bearer from-env"}
+
+
+def test_no_cluster_at_the_address_is_one_line():
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    for args in (["submit", str(SMOKE), "--address", "http://127.0.0.1:9"], ["jobs", "list", "--address",
+                                                                            "http://127.0.0.1:9"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2
+        assert result.output.strip().splitlines()[-1].startswith("error: cannot use the Ray Jobs API at "
+                                                                 "http://127.0.0.1:9: ")
