@@ -17,7 +17,7 @@ def ensure_backbone(cfg: BackboneConfig) -> None:
     if cfg.init_tiny and not Path(cfg.name_or_path).exists():
         from pipeline.tiny import write_tiny_model
 
-        write_tiny_model(cfg.init_tiny, cfg.name_or_path)
+        write_tiny_model(cfg.init_tiny, cfg.name_or_path, hidden=cfg.tiny_hidden, layers=cfg.tiny_layers)
 
 
 def backbone_info(model, cfg: BackboneConfig) -> BackboneInfo:

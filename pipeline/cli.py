@@ -6,6 +6,7 @@
     promptfarm evaluate sst2-tiny-llama@champion   |   promptfarm evaluate jobs/configs/smoke.yaml
     promptfarm submit jobs/configs/smoke.yaml --address http://HEAD:8265 --tracking-uri http://MLFLOW:5000
     promptfarm jobs list|logs ID|stop ID
+    promptfarm bench jobs/configs/bench-tiny.yaml
     promptfarm pull sst2-tiny-llama --alias champion --out ./prompt
     promptfarm predict ./prompt "a gripping, funny film"
     promptfarm methods
@@ -179,6 +180,19 @@ def list_methods() -> None:
     from pipeline.methods.table import markdown
 
     typer.echo(markdown())
+
+
+@app.command()
+def bench(config: Path, overrides: Overrides = None,
+          out: Annotated[Path | None, typer.Option(help="Directory for bench.md and bench.json")] = None) -> None:
+    """Benchmark every method against the frozen backbone alone and HF PEFT's PromptTuning (step, memory, latency)."""
+    from pipeline.bench.run import bench_command
+    from pipeline.config import ConfigError
+
+    try:
+        typer.echo(bench_command(config, overrides or [], out))
+    except (ConfigError, FileNotFoundError) as e:
+        _fail(e)
 
 
 Address = Annotated[str | None, typer.Option(help="Ray Jobs API, e.g. http://HEAD:8265 (default: "

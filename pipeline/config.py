@@ -39,6 +39,10 @@ class BackboneConfig:
     """Allow model code from the hub; off unless the user opts in."""
     init_tiny: Literal["llama", "t5"] | None = None
     """Demo/test only: if name_or_path does not exist, first write a tiny random model of this family there."""
+    tiny_hidden: int = field(default=64, metadata=rng(8))
+    """Width of the init_tiny model (a multiple of 8: 4 heads of even size)."""
+    tiny_layers: int = field(default=2, metadata=rng(1))
+    """Layers of the init_tiny model (T5: per stack)."""
 
 
 @dataclass
@@ -259,14 +263,19 @@ def apply_overrides(raw: dict, overrides: list[str] | dict[str, Any]) -> dict:
     return out
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read YAML `path` (None: all defaults), apply `a.b=c` overrides, validate."""
+def read_yaml(path: str | Path | None, overrides: list[str] | None = None, kind: str = "experiment") -> dict:
+    """The mapping in YAML file `path` (None: empty) with `a.b=c` overrides applied; `kind` names the file in errors."""
     raw: dict = {}
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} not found; expected a YAML experiment file")
+            raise ConfigError(f"config file {str(p)!r} not found; expected a YAML {kind} file")
         raw = yaml.safe_load(p.read_text()) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
-    return ExperimentConfig.from_dict(apply_overrides(raw, overrides or []))
+    return apply_overrides(raw, overrides or [])
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read YAML `path` (None: all defaults), apply `a.b=c` overrides, validate."""
+    return ExperimentConfig.from_dict(read_yaml(path, overrides))

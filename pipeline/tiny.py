@@ -74,7 +74,8 @@ def build_model(family: Literal["llama", "t5"], vocab_size: int, hidden: int = 6
     return AutoModelForSeq2SeqLM.from_config(cfg)
 
 
-def write_tiny_model(family: Literal["llama", "t5"], path: str | Path, hidden: int = 64, seed: int = 0) -> Path:
+def write_tiny_model(family: Literal["llama", "t5"], path: str | Path, hidden: int = 64, seed: int = 0,
+                     layers: int = 2) -> Path:
     """Write model + tokenizer to `path` atomically (safe when several workers race to create it)."""
     path = Path(path)
     if path.exists():
@@ -82,7 +83,7 @@ def write_tiny_model(family: Literal["llama", "t5"], path: str | Path, hidden: i
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=path.parent))
     tokenizer = build_tokenizer(family)
-    model = build_model(family, len(tokenizer), hidden=hidden, seed=seed)
+    model = build_model(family, len(tokenizer), hidden=hidden, layers=layers, seed=seed)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     try:

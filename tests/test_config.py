@@ -59,3 +59,15 @@ def test_round_trip_to_dict():
     cfg = load_config(SMOKE, ["method.num_tokens=7"])
     again = ExperimentConfig.from_dict(cfg.to_dict())
     assert again.to_dict() == cfg.to_dict() and again.method.num_tokens == 7
+
+
+def test_init_tiny_writes_the_configured_size_once(tmp_path):
+    from pipeline.backbone import ensure_backbone, load_backbone
+    from pipeline.config import BackboneConfig
+
+    cfg = BackboneConfig(name_or_path=str(tmp_path / "m"), init_tiny="llama", tiny_hidden=16, tiny_layers=3)
+    ensure_backbone(cfg)
+    model, _, info = load_backbone(cfg)
+    assert (info.hidden_size, info.num_layers) == (16, 3)
+    ensure_backbone(BackboneConfig(name_or_path=cfg.name_or_path, init_tiny="llama", tiny_hidden=32))
+    assert load_backbone(cfg)[2].hidden_size == 16  # an existing model is never overwritten

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import rng
@@ -68,6 +69,13 @@ def init_short_prompt(init: str, embed_rows: EmbedRows | None, m: int, info: Bac
     return torch.rand(m, info.hidden_size, generator=gen) - 0.5
 
 
+def add_leading_offsets(emb: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
+    """(B, L, d) embeddings with `off` (n <= L, d) added to positions 0 .. n-1 and nothing added after them."""
+    # One broadcast add over the whole batch: zero rows past n are cheaper than slicing the batch, adding to the
+    # slice and concatenating it back (which copies every embedding once more, and again in backward).
+    return emb + F.pad(off, (0, 0, 0, emb.shape[1] - off.shape[0]))
+
+
 @register("dept", DePTConfig)
 class DePT(nn.Module):
     """Adds a position-wise low-rank offset to the first s input embeddings, then prepends a short prompt."""
@@ -104,9 +112,7 @@ class DePT(nn.Module):
         # get offsets too, masked by attention, as in the code). When L < s only the first L rows are used; when
         # L > s the positions >= s get no offset (the reference would truncate inputs to s instead).
         # Decoder-only: the reference left-pads, tying rows to padded slots; right padding ties them to tokens.
-        off = self.offset(emb.shape[1]).to(emb.dtype)
-        n = off.shape[0]
-        emb = torch.cat([emb[:, :n] + off, emb[:, n:]], dim=1)
+        emb = add_leading_offsets(emb, self.offset(emb.shape[1]).to(emb.dtype))
         return prepend_prompt(PromptBatch(emb, batch.attention_mask, batch.labels), self.prompt)
 
     def param_groups(self) -> list[dict]:

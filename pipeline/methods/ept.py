@@ -36,7 +36,7 @@ from torch import nn
 from pipeline.config import rng
 from pipeline.methods import register
 from pipeline.methods.base import BackboneInfo, Choice, EmbedRows, PromptBatch, prepend_prompt
-from pipeline.methods.dept import init_short_prompt
+from pipeline.methods.dept import add_leading_offsets, init_short_prompt
 
 
 @dataclass
@@ -142,8 +142,8 @@ class EPT(nn.Module):
         # keys and values; scaled dot-product, residual add, no learned W_Q/W_K/W_V (3 d^2 = 1.77M parameters
         # at d=768 would dwarf PT's budget). B = 0 at init gives uniform attention over zero rows: P_f = P.
         # r = 0 -> softmax over an empty axis -> zero contribution.
-        att = torch.softmax(torch.einsum("md,rd->mr", p, self.lowrank_b) / math.sqrt(p.shape[1]), dim=-1)
-        return p + torch.einsum("mr,rd->md", att, self.lowrank_b)
+        att = torch.softmax(p @ self.lowrank_b.T / math.sqrt(p.shape[1]), dim=-1)  # (m, r)
+        return p + att @ self.lowrank_b
 
     def gate_weights(self, fused: torch.Tensor) -> torch.Tensor:
         """(m, N) combination weights of the spaces per prompt token; every row sums to 1."""
@@ -156,16 +156,17 @@ class EPT(nn.Module):
         # CHOICE (composition unknown): residual sum, so the projection refines the fused prompt instead of
         # replacing it (a replacement would discard the vocabulary init whenever U_k starts at 0).
         fused = self.fused_prompt()
-        spaces = torch.einsum("md,ndk,nke->mne", fused, self.proj_down, self.proj_up)  # (m, N, d)
-        return fused + torch.einsum("mn,mnd->md", self.gate_weights(fused), spaces)
+        # The gate weight of a space scales that space's k-dim code, so all N spaces collapse into one
+        # (m, N k) @ (N k, d) product; the N separate (m, d) projections are never materialised.
+        codes = torch.matmul(fused, self.proj_down) * self.gate_weights(fused).T.unsqueeze(-1)  # (N, m, k)
+        n, m, k = codes.shape
+        return fused + codes.transpose(0, 1).reshape(m, n * k) @ self.proj_up.reshape(n * k, fused.shape[1])
 
     def forward(self, batch: PromptBatch) -> PromptBatch:
         emb = batch.inputs_embeds
         # Offsets exactly as DePT (see pipeline.methods.dept.DePT.forward): row i of A B goes to input token i
         # of every (right-padded) example, positions >= s get none; T5: only the encoder input is changed.
-        off = self.offset(emb.shape[1]).to(emb.dtype)
-        n = off.shape[0]
-        emb = torch.cat([emb[:, :n] + off, emb[:, n:]], dim=1)
+        emb = add_leading_offsets(emb, self.offset(emb.shape[1]).to(emb.dtype))
         return prepend_prompt(PromptBatch(emb, batch.attention_mask, batch.labels), self.joint_prompt())
 
     def param_groups(self) -> list[dict]:

@@ -86,8 +86,8 @@ class LAMP(nn.Module):
     def reconstructed(self) -> torch.Tensor:
         """(l, d) float32 compressed outer product C = sum_i (U[:, i] q_i) (x) V[:, i] = U diag(q) V^T."""
         # CHOICE (M, I of the summary): M = U diag(q) (l x r), I = V^T (r x d); where q sits does not change C.
-        # The einsum sums the r rank-1 outer products without materialising them ("compressed").
-        return torch.einsum("lr,r,dr->ld", self.u, self.q, self.v)
+        # One (l, r) @ (r, d) product sums the r rank-1 outer products without materialising them ("compressed").
+        return (self.u * self.q) @ self.v.T
 
     def pooled(self) -> torch.Tensor:
         """(l / pool, d) float32 prompt: mean of each block of `pool` consecutive rows of C."""

@@ -32,18 +32,18 @@ def parse_dist(key: str, raw: Any) -> Dist:
     return _YAML_KINDS[kind](value)
 
 
-def _budget(name: str, tokens: int | None) -> dict[str, Any]:
+def budget_values(name: str, tokens: int | None, key: str = "search.equal_budget") -> dict[str, Any]:
     """Config values that put method `name` at PT's budget of `tokens` tokens ({} when not in that mode)."""
     if tokens is None:
         return {}
     cls = methods.get(name).module_cls
     if not hasattr(cls, "budget_overrides"):
-        raise ConfigError(f"search.equal_budget={tokens}: method {name!r} declares no budget_overrides")
+        raise ConfigError(f"{key}={tokens}: method {name!r} declares no budget_overrides")
     return cls.budget_overrides(tokens)
 
 
 def _own_space(name: str, cfg: ExperimentConfig) -> dict[str, Dist]:
-    fixed = {f"method.{k}" for k in _budget(name, cfg.search.equal_budget)}
+    fixed = {f"method.{k}" for k in budget_values(name, cfg.search.equal_budget)}
     space = dict(methods.get(name).module_cls.search_space()) if cfg.search.default_space else {}
     return {k: d for k, d in space.items() if k not in fixed}
 
@@ -91,7 +91,7 @@ def trial_config(base: dict, params: dict[str, Any]) -> dict:
             raise ConfigError(f"method.name={name!r} is not one of search.methods {list(search.get('methods', {}))}")
         out["method"] = {"name": name, **(search["methods"][name] or {})}
     name = name or out.get("method", {}).get("name", "pt")
-    out["method"] = {**out.get("method", {}), **_budget(name, search.get("equal_budget"))}
+    out["method"] = {**out.get("method", {}), **budget_values(name, search.get("equal_budget"))}
     own = {k.partition(":")[2]: v for k, v in params.items() if k.startswith(f"{name}:")}
     plain = {k: v for k, v in params.items() if ":" not in k and k != METHOD_KEY}
     return apply_overrides(out, {**plain, **own})
