@@ -64,7 +64,6 @@ def client(address: str | None = None):
                           "auth, its token in ~/.ray/auth_token or $RAY_AUTH_TOKEN)") from None
 
 
-
 def parse_env(pairs: list[str]) -> dict[str, str]:
     """['K=V', ...] -> {K: V}; a pair without '=' is an error naming it."""
     out = {}
@@ -78,9 +77,10 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
 
 def job_spec(job: str, config: Path, overrides: list[str], working_dir: Path, env: dict[str, str],
              tracking_uri: str | None) -> tuple[str, dict]:
-    """(entrypoint, runtime_env) of one job; validates the job name and the config locally before anything is sent."""
-    from pipeline.config import load_config
+    """(entrypoint, runtime_env) of one job; validates the job name and the config locally before anything is sent.
 
+    Each jobs/ module names the loader of its CONFIG as `load_config` (experiments, or the benchmark's own).
+    """
     module = f"jobs.{job.replace('-', '_')}"
     if importlib.util.find_spec(module) is None:
         raise SubmitError(f"job {job!r} has no module {module}; expected one of {', '.join(job_names())}")
@@ -91,7 +91,7 @@ def job_spec(job: str, config: Path, overrides: list[str], working_dir: Path, en
         raise SubmitError(f"config {config} is outside the working dir {working_dir}; the job sees only files "
                           "under it") from None
     # bad keys/values fail here, in one line, not minutes later on the cluster; options like --search-id pass through
-    load_config(config, [a for a in overrides if re.match(r"[A-Za-z_][\w.]*=", a)])
+    importlib.import_module(module).load_config(config, [a for a in overrides if re.match(r"[A-Za-z_][\w.]*=", a)])
     env = dict(env)
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:

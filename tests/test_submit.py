@@ -31,10 +31,16 @@ def test_tracking_uri_defaults_to_the_environment(monkeypatch):
         "http://from-env:5000"
 
 
-def test_every_shipped_job_module_is_submittable():
-    assert {"search", "train_one", "evaluate", "register"} <= set(job_names())
+def test_every_shipped_job_module_is_submittable_with_its_own_kind_of_config():
+    assert {"search", "train_one", "evaluate", "register", "benchmark"} <= set(job_names())
+    bench = ROOT / "jobs" / "configs" / "bench-tiny.yaml"
     for job in job_names():
-        assert job_spec(job, SMOKE, [], ROOT, {}, None)[0].startswith(f"python -m jobs.{job} ")
+        config = bench if job == "benchmark" else SMOKE
+        assert job_spec(job, config, [], ROOT, {}, None)[0].startswith(f"python -m jobs.{job} ")
+    with pytest.raises(ConfigError, match="batch_size"):  # a benchmark config is not an experiment
+        job_spec("search", bench, [], ROOT, {}, None)
+    with pytest.raises(ConfigError, match="warmup=0"):  # and is checked by the benchmark's own rules
+        job_spec("benchmark", bench, ["warmup=0"], ROOT, {}, None)
 
 
 @pytest.mark.parametrize(("job", "config", "args", "error", "match"), [
