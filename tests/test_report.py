@@ -42,19 +42,21 @@ def test_progress_line_tells_pruned_from_completed_and_tracks_the_best():
 
     lines: list[str] = []
     p = ProgressLine("val_loss", "min", max_reports=4, echo=lines.append)
-    a = T(trial_id="a", status="RUNNING", config={"method.name": "dept"}, last_result={})
+    a = T(trial_id="a", status="PENDING", config={"method.name": "dept"}, last_result={})
     b = T(trial_id="b", status="PENDING", config={"method.name": "pt"}, last_result={})
-    p.on_trial_start(0, [a, b], a)
+    p.on_trial_start(0, [a, b], a)  # Tune still calls it PENDING here
     assert lines[-1].endswith("1 running, 1 pending, 0 completed, 0 pruned, 0 failed; best val_loss -")
+    a.status = "RUNNING"
     p.on_trial_result(0, [a, b], a, {"val_loss": 5.0, "step": 6})
     p.on_trial_result(0, [a, b], a, {"val_loss": 5.5, "step": 12})  # worse: no line
     assert len(lines) == 2 and "best val_loss 5.0000 (dept, trial a)" in lines[-1]
-    a.status, a.last_result = "TERMINATED", {"training_iteration": 2}
+    a.last_result = {"training_iteration": 2}  # Tune still calls it RUNNING here
     b.status = "RUNNING"
     p.on_trial_complete(0, [a, b], a)
+    a.status = "TERMINATED"
     assert "trial a pruned: 1 running, 0 pending, 0 completed, 1 pruned, 0 failed" in lines[-1]
     p.on_trial_result(0, [a, b], b, {"val_loss": 4.0, "step": 6})
-    b.status, b.last_result = "TERMINATED", {"training_iteration": 4}
+    b.last_result = {"training_iteration": 4}
     p.on_trial_complete(0, [a, b], b)
     assert "0 running, 0 pending, 1 completed, 1 pruned, 0 failed; best val_loss 4.0000 (pt, trial b)" in lines[-1]
     p.on_trial_error(0, [a, b], T(trial_id="c", status="ERROR", config={}, last_result={}))

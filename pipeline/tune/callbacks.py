@@ -57,16 +57,17 @@ class ProgressLine(Callback):
         self.best: tuple[float, str, str] | None = None  # (value, trial id, method)
         self.ended: dict[str, str] = {}  # trial id -> completed / pruned / failed
 
-    def line(self, trials, event: str) -> str:
-        running = sum(t.status == "RUNNING" for t in trials)
-        pending = sum(t.status == "PENDING" for t in trials)
+    def line(self, trials, event: str, trial=None, status: str | None = None) -> str:
+        # Tune runs these callbacks before it updates the trial's own status: count `trial` as `status` already.
+        now = [status if t is trial else t.status for t in trials]
+        running, pending = now.count("RUNNING"), now.count("PENDING")
         counts = {k: sum(v == k for v in self.ended.values()) for k in ("completed", "pruned", "failed")}
         best = "-" if self.best is None else f"{self.best[0]:.4f} ({self.best[2]}, trial {self.best[1]})"
         return (f"[promptfarm] {event}: {running} running, {pending} pending, {counts['completed']} completed, "
                 f"{counts['pruned']} pruned, {counts['failed']} failed; best {self.metric} {best}")
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self.echo(self.line(trials, f"trial {trial.trial_id} started"))
+        self.echo(self.line(trials, f"trial {trial.trial_id} started", trial, "RUNNING"))
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         value = result.get(self.metric)
@@ -79,8 +80,8 @@ class ProgressLine(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         done = (trial.last_result or {}).get("training_iteration", 0)
         self.ended[trial.trial_id] = "completed" if done >= self.max_reports else "pruned"
-        self.echo(self.line(trials, f"trial {trial.trial_id} {self.ended[trial.trial_id]}"))
+        self.echo(self.line(trials, f"trial {trial.trial_id} {self.ended[trial.trial_id]}", trial, "TERMINATED"))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.ended[trial.trial_id] = "failed"
-        self.echo(self.line(trials, f"trial {trial.trial_id} failed"))
+        self.echo(self.line(trials, f"trial {trial.trial_id} failed", trial, "ERROR"))
