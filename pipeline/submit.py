@@ -20,6 +20,7 @@ from pathlib import Path
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+AGENT_WAIT_S = 60  # how long a submission waits for a freshly started head's job agent
 # Never uploaded with the working dir: local stores and caches the cluster must not see (Ray also skips .gitignore'd).
 EXCLUDES = [".git", ".venv", "ray_results", "mlruns", "mlruns.db", "mlartifacts", ".promptfarm", "*.pyc"]
 
@@ -113,7 +114,15 @@ def submit(config: Path, overrides: list[str], address: str | None = None, job: 
            env: dict[str, str] | None = None, working_dir: Path = Path("."), tracking_uri: str | None = None) -> str:
     """Submit `python -m jobs.<job> CONFIG overrides` to the cluster; the submission id."""
     entrypoint, runtime_env = job_spec(job, config, overrides, working_dir, env or {}, tracking_uri)
-    return client(address).submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+    c = client(address)
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            return c.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+        except RuntimeError as e:  # a head that just started serves the API before its node agent is up
+            if "No available agent" not in str(e) or time.monotonic() > deadline:
+                raise SubmitError(f"the cluster refused the job: {str(e).strip().splitlines()[0]}") from None
+            time.sleep(2)
 
 
 def follow(job_id: str, address: str | None = None, echo: Callable[[str], None] = print) -> str:

@@ -52,10 +52,17 @@ class ProgressLine(Callback):
     Tune's own table calls a pruned trial TERMINATED like a completed one; this line tells them apart.
     """
 
-    def __init__(self, metric: str, mode: str, max_reports: int, echo=print) -> None:
-        self.metric, self.mode, self.max_reports, self.echo = metric, mode, max_reports, echo
+    def __init__(self, metric: str, mode: str, max_reports: int, echo=None) -> None:
+        # echo None = print, looked up when called: Tune pickles its callbacks, and `print` may be swapped by then
+        self.metric, self.mode, self.max_reports, self._echo = metric, mode, max_reports, echo
         self.best: tuple[float, str, str] | None = None  # (value, trial id, method)
         self.ended: dict[str, str] = {}  # trial id -> completed / pruned / failed
+
+    def echo(self, line: str) -> None:
+        if self._echo is None:
+            print(line, flush=True)
+        else:
+            self._echo(line)
 
     def line(self, trials, event: str, trial=None, status: str | None = None) -> str:
         # Tune runs these callbacks before it updates the trial's own status: count `trial` as `status` already.
