@@ -75,11 +75,16 @@ def start_head() -> tuple[subprocess.Popen, Head]:
 
     temp = tempfile.mkdtemp(prefix="pfhead", dir="/tmp")  # short: Ray's socket paths must stay under 107 chars
     gcs, dash = free_port(), free_port()
+    # Every port of its own: another local cluster (the tests' in-process one) already holds Ray's fixed defaults,
+    # e.g. the dashboard agent's 52365, and a head whose agent cannot bind accepts no jobs.
+    ports = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                     "metrics-export-port", "runtime-env-agent-port",
+                                                     "ray-client-server-port")]
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # job drivers run `python` from PATH
     proc = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--num-cpus", "2", "--temp-dir", temp,
-         "--disable-usage-stats"],
+         "--disable-usage-stats", *ports],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     head = Head(f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dash}")
     wait_until(lambda: client(head.jobs).list_jobs() is not None, "ray head", proc)
