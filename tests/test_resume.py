@@ -4,11 +4,13 @@ a cluster; SIGKILL of its driver process is the fault (a lost head-node process,
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
 import psutil
 import pytest
+from ray.train import UserCallback
 
 from .conftest import ROOT
 from .servers import wait_until
@@ -70,3 +72,47 @@ def test_killed_driver_resumes_without_losing_or_duplicating_results(ray_head, t
     versions = client.search_model_versions("name = 'resumed'")
     assert [v.tags["search_id"] for v in versions] == [search_id]
     assert "registered resumed version 1 (champion)" in resumed.output
+
+
+def test_trial_finished_before_a_restore_ends_with_its_final_result(tmp_path, ray_cluster, monkeypatch):
+    """A restored search re-runs a trial whose end its driver never recorded: the trial's trainer (same name and
+    storage) resumes at its last step, trains nothing, logs nothing, and reports its final result again: Tune
+    rejects a trial whose last result lacks the search metric, which would fail the whole search."""
+    from pipeline.backbone import ensure_backbone
+    from pipeline.config import load_config
+    from pipeline.tracking.runs import experiment_id, mlflow_client
+    from pipeline.tune.driver import make_trainer
+    from pipeline.tune.search import resolve_paths
+
+    monkeypatch.chdir(ROOT)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = resolve_paths(load_config(SMOKE, [
+        f"storage_path={tmp_path / 'ray'}", f"tracking.tracking_uri={uri}",
+        f"backbone.name_or_path={tmp_path / 'tm'}", "train.max_steps=3", "train.eval_every=3"]))
+    ensure_backbone(exp.backbone)
+    client = mlflow_client(uri)
+    run_id = client.create_run(experiment_id(client, exp)).info.run_id
+    context = {"metric": "val_loss", "mode": "min", "tracking_uri": uri, "run_id": run_id, "trial_key": ""}
+    first, again = tmp_path / "first.jsonl", tmp_path / "again.jsonl"
+    make_trainer(exp, context, "trial-again", [RecordReports(first)]).fit()
+    make_trainer(exp, context, "trial-again", [RecordReports(again)]).fit()
+    (final,) = _lines(first)
+    assert final["step"] == 3 and final["resumed_from"] == 0
+    # what TuneReportCallback would forward to Tune: one report, the final result again
+    assert _lines(again) == [final]
+    assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [3]  # not logged twice
+
+
+class RecordReports(UserCallback):
+    """Appends each report's rank-0 metrics to a JSONL file (the callback runs in Train's controller actor)."""
+
+    def __init__(self, path) -> None:
+        self.path = str(path)
+
+    def after_report(self, run_context, metrics, checkpoint) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(metrics[0]) + "\n")
+
+
+def _lines(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []

@@ -112,6 +112,11 @@ def train_worker(loop_config: dict) -> None:
             restored, meta = load_prompt(d, info)
             method.load_state_dict(restored.state_dict())
             start_step = int(meta["step"])
+        if start_step >= cfg.train.max_steps:
+            # Finished before its search driver died, but the restored search had not recorded it: end with the
+            # final result again (Tune requires the metric in a trial's last result); nothing is trained or logged.
+            ray.train.report(meta["metrics"])
+            return
 
     enc = Encoder(tokenizer, info.is_seq2seq, cfg.data.max_length, cfg.data.max_target_length)
     train_ex = load_examples(task, "train", cfg.data.train_file, cfg.data.max_train_samples, cfg.seed)

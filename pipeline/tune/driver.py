@@ -28,12 +28,9 @@ def make_driver(base: dict, metric: str, mode: str, uri: str, exp_id: str, paren
     def driver(params: dict) -> None:
         from mlflow.entities import Param
         from ray import tune
-        from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-        from ray.train.torch import TorchTrainer
         from ray.tune.integration.ray_train import TuneReportCallback
 
         from pipeline.tracking.runs import get_or_create_run, mlflow_client
-        from pipeline.train.loop import train_worker
         from pipeline.tune.search import SEARCH_TAG, TRIAL_TAG
 
         exp = ExperimentConfig.from_dict(trial_config(base, params))
@@ -44,20 +41,27 @@ def make_driver(base: dict, metric: str, mode: str, uri: str, exp_id: str, paren
         run_id = get_or_create_run(client, exp_id, f"{search_id}-{trial_id}", tags)
         if not client.get_run(run_id).data.params:  # params are immutable: log once, also across restores
             client.log_batch(run_id, params=[Param(k, v) for k, v in flat_params(exp).items()])
-        t = exp.train
-        workers = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}
-        trainer = TorchTrainer(
-            train_worker,
-            train_loop_config={"experiment": exp.to_dict(), "context": {
-                "metric": metric, "mode": mode, "tracking_uri": uri, "run_id": run_id,
-                "trial_key": f"{search_id}/{trial_id}"}},
-            scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=workers),
-            run_config=RunConfig(
-                name=f"{search_id}-{trial_id}", storage_path=exp.storage_path,
-                callbacks=[TuneReportCallback()], failure_config=FailureConfig(max_failures=t.max_failures),
-                checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=metric,
-                                                   checkpoint_score_order=mode)),
-        )
-        trainer.fit()
+        context = {"metric": metric, "mode": mode, "tracking_uri": uri, "run_id": run_id,
+                   "trial_key": f"{search_id}/{trial_id}"}
+        make_trainer(exp, context, f"{search_id}-{trial_id}", [TuneReportCallback()]).fit()
 
     return driver
+
+
+def make_trainer(exp: ExperimentConfig, context: dict, name: str, callbacks: list):
+    """The TorchTrainer of one trial; a trainer with the same `name` and storage resumes from its checkpoints."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from pipeline.train.loop import train_worker
+
+    t = exp.train
+    workers = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}
+    return TorchTrainer(
+        train_worker, train_loop_config={"experiment": exp.to_dict(), "context": context},
+        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=workers),
+        run_config=RunConfig(
+            name=name, storage_path=exp.storage_path, callbacks=callbacks,
+            failure_config=FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=context["metric"],
+                                               checkpoint_score_order=context["mode"])))
