@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ray.tune import Callback
 
+from pipeline.tune.search import ended_as
+
 
 class MlflowTrialStatus(Callback):
     """On trial end: tag outcome completed/pruned/failed (+ reason) and terminate the run accordingly."""
@@ -24,8 +26,8 @@ class MlflowTrialStatus(Callback):
         if outcome is None:  # ended normally: completed iff all its reports are in the run. Tune's last_result
             # misses those made before a driver restore (a trial re-run to its end reports nothing new).
             steps = {m.step for m in client.get_metric_history(run_id, "step")}
-            done = max(len(steps), (trial.last_result or {}).get("training_iteration", 0))
-            outcome = "completed" if done >= self.max_reports else "pruned"
+            outcome = ended_as(max(len(steps), (trial.last_result or {}).get("training_iteration", 0)),
+                               self.max_reports)
         client.set_tag(run_id, "promptfarm.outcome", outcome)
         if reason:
             client.set_tag(run_id, "promptfarm.error", reason[:5000])
@@ -85,8 +87,7 @@ class ProgressLine(Callback):
         self.echo(self.line(trials, f"trial {trial.trial_id} new best at step {result.get('step', '?')}"))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        done = (trial.last_result or {}).get("training_iteration", 0)
-        self.ended[trial.trial_id] = "completed" if done >= self.max_reports else "pruned"
+        self.ended[trial.trial_id] = ended_as((trial.last_result or {}).get("training_iteration", 0), self.max_reports)
         self.echo(self.line(trials, f"trial {trial.trial_id} {self.ended[trial.trial_id]}", trial, "TERMINATED"))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:

@@ -79,6 +79,11 @@ class SearchSummary:
     """Whether the version became the `champion`."""
 
 
+def ended_as(reports: int, max_reports: int) -> str:
+    """Outcome of a trial that ended without error: 'completed' once it made all its reports, else 'pruned'."""
+    return "completed" if reports >= max_reports else "pruned"
+
+
 def search_metric(cfg: ExperimentConfig) -> tuple[str, str]:
     """(reported metric key, mode): the configured metric or the task's main one; loss is minimised."""
     from pipeline.data.tasks import get_task
@@ -222,7 +227,7 @@ def summarize(grid, search_id: str, metric: str, mode: str, max_reports: int, me
         params = {k: v for k, v in (res.config or {}).items()}
         vals = [r[metric] for r in rows]
         best = (max(vals) if mode == "max" else min(vals)) if vals else None
-        status = "failed" if res.error else ("completed" if len(rows) >= max_reports else "pruned")
+        status = "failed" if res.error else ended_as(len(rows), max_reports)
         err = str(res.error).strip().splitlines()[-1][:500] if res.error else None
         last = rows[-1] if rows else {}
         out.trials.append(TrialSummary(
