@@ -53,34 +53,33 @@ Overrides = Annotated[list[str] | None, typer.Argument(help="Config overrides ke
 NoRegister = Annotated[bool, typer.Option("--no-register", help="Skip Model Registry registration")]
 
 
-@app.command()
-def search(config: Path, overrides: Overrides = None,
-           resume: Annotated[str | None, typer.Option(help="Search id to restore and finish")] = None,
-           no_register: NoRegister = False) -> None:
-    """Run an ASHA search of the configured method(s); register the best prompt as `champion`."""
+def _run_and_report(run, config: Path, overrides: list[str] | None, **kw) -> None:
     from pipeline.config import ConfigError
-    from pipeline.tune.search import run_search
 
     cfg = _load(config, overrides)
     try:
-        s = run_search(cfg, resume=resume, register=False if no_register else None)
+        s = run(cfg, **kw)
     except (ConfigError, ValueError) as e:  # bad config or search space: one line, before any trial runs
         _fail(e)
     _report(s)
 
 
+@app.command()
+def search(config: Path, overrides: Overrides = None,
+           resume: Annotated[str | None, typer.Option(help="Search id to restore and finish")] = None,
+           no_register: NoRegister = False) -> None:
+    """Run an ASHA search of the configured method(s); register the best prompt as `champion`."""
+    from pipeline.tune.search import run_search
+
+    _run_and_report(run_search, config, overrides, resume=resume, register=False if no_register else None)
+
+
 @app.command("train-one")
 def train_one(config: Path, overrides: Overrides = None, no_register: NoRegister = False) -> None:
     """Train the configured method with the configured values (one trial, no sampling); track and register it."""
-    from pipeline.config import ConfigError
     from pipeline.tune.search import train_one as run
 
-    cfg = _load(config, overrides)
-    try:
-        s = run(cfg, register=False if no_register else None)
-    except (ConfigError, ValueError) as e:
-        _fail(e)
-    _report(s)
+    _run_and_report(run, config, overrides, register=False if no_register else None)
 
 
 @app.command()
@@ -145,13 +144,14 @@ def evaluate(model: Annotated[str, typer.Argument(help="NAME[@ALIAS] (default al
 
     Given a CONFIG, the model is the config's registered model and the data its validation file.
     """
-    from pipeline.tracking.registry import evaluate_registered, model_name
+    from pipeline.tracking.registry import evaluate_registered
     from pipeline.tracking.runs import resolve_tracking_uri
+    from pipeline.tune.register import registered_name
 
     name, _, at = model.partition("@")
     if model.endswith((".yaml", ".yml")):
         cfg = _load(Path(model), overrides)
-        name, at = cfg.tracking.model_name or model_name(cfg.data.task, cfg.backbone.name_or_path), alias
+        name, at = registered_name(cfg), alias
         file = file or (cfg.data.validation_file if split == "validation" else None)
         tracking_uri = tracking_uri or cfg.tracking.tracking_uri
     try:

@@ -10,14 +10,21 @@ from __future__ import annotations
 from pipeline.config import ExperimentConfig
 
 
+def registered_name(cfg: ExperimentConfig) -> str:
+    """The config's registered model: tracking.model_name, else '<task>-<backbone basename>'."""
+    from pipeline.tracking.registry import model_name
+
+    return cfg.tracking.model_name or model_name(cfg.data.task, cfg.backbone.name_or_path)
+
+
 def register_best(client, cfg: ExperimentConfig, search_id: str, metric: str, value: float, mode: str,
                   run_id: str, n_trials: int) -> tuple[str, str | None, bool]:
     """Register trial run `run_id`'s best prompt (metric=value) under the config's model name, if it beats the
     champion. Returns (model name, version or None, whether it is the champion)."""
-    from pipeline.tracking.registry import model_name, register_prompt
+    from pipeline.tracking.registry import register_prompt
 
     run = client.get_run(run_id)
-    name = cfg.tracking.model_name or model_name(cfg.data.task, cfg.backbone.name_or_path)
+    name = registered_name(cfg)
     method = run.data.params.get("method", cfg.method_name)
     tags = {"method": method, "search_id": search_id,
             "trainable_params": str(int(run.data.metrics.get("trainable_params", 0))),
