@@ -12,12 +12,18 @@ from pipeline.methods.base import BackboneInfo
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def ensure_backbone(cfg: BackboneConfig) -> None:
-    """Create the tiny demo model at `name_or_path` if the config asks for one and it is not there yet."""
+def ensure_backbone(cfg: BackboneConfig) -> str:
+    """The directory or hub id to load: the GGUF cache (converted on first use), a tiny demo model written on
+    first use, or `name_or_path` itself."""
+    if cfg.gguf:
+        from pipeline.gguf import cached_dir
+
+        return str(cached_dir(cfg.gguf, cfg.cache_dir))
     if cfg.init_tiny and not Path(cfg.name_or_path).exists():
         from pipeline.tiny import write_tiny_model
 
         write_tiny_model(cfg.init_tiny, cfg.name_or_path, hidden=cfg.tiny_hidden, layers=cfg.tiny_layers)
+    return cfg.name_or_path
 
 
 def backbone_info(model, cfg: BackboneConfig) -> BackboneInfo:
@@ -27,15 +33,15 @@ def backbone_info(model, cfg: BackboneConfig) -> BackboneInfo:
         name_or_path=cfg.name_or_path, revision=cfg.revision, model_type=c.model_type,
         is_seq2seq=bool(c.is_encoder_decoder), hidden_size=model.get_input_embeddings().embedding_dim,
         vocab_size=model.get_input_embeddings().num_embeddings,
-        num_layers=int(getattr(c, "num_hidden_layers", None) or c.num_layers),
+        num_layers=int(getattr(c, "num_hidden_layers", None) or c.num_layers), gguf=cfg.gguf,
     )
 
 
-def load_tokenizer(cfg: BackboneConfig):
+def load_tokenizer(cfg: BackboneConfig, path: str | None = None):
     """The backbone's tokenizer, with a pad token (decoder-only vocabularies often lack one: use eos)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(cfg.name_or_path, revision=cfg.revision,
+    tok = AutoTokenizer.from_pretrained(path or ensure_backbone(cfg), revision=cfg.revision,
                                         trust_remote_code=cfg.trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -50,25 +56,37 @@ def load_backbone(cfg: BackboneConfig, zero3_config: dict | None = None):
     start. Without it every rank would load the full model and DeepSpeed would move all of it onto each GPU
     before partitioning: 141 GB per rank for a bf16 70B model.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    ensure_backbone(cfg)
+    path = ensure_backbone(cfg)
     kw = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
-    try:
-        hf_cfg = AutoConfig.from_pretrained(cfg.name_or_path, **kw)
-    except OSError as e:
-        first = str(e).splitlines()[0]
-        raise FileNotFoundError(f"backbone {cfg.name_or_path!r} not found locally or on the hub: {first}") from None
+    hf_cfg = load_hf_config(cfg, path)
     cls = AutoModelForSeq2SeqLM if hf_cfg.is_encoder_decoder else AutoModelForCausalLM
     keep = None
     if zero3_config is not None:
         from transformers.integrations import HfDeepSpeedConfig
 
         keep = HfDeepSpeedConfig(zero3_config)  # transformers holds it weakly: it must outlive from_pretrained
-    model = cls.from_pretrained(cfg.name_or_path, dtype=DTYPES[cfg.dtype], **kw)
+    model = cls.from_pretrained(path, dtype=DTYPES[cfg.dtype], **kw)
     model.requires_grad_(False)
     model._promptfarm_ds_config = keep  # keeps transformers' ZeRO-3 mode on for the model's lifetime (generate)
-    return model, load_tokenizer(cfg), backbone_info(model, cfg)
+    return model, load_tokenizer(cfg, path), backbone_info(model, cfg)
+
+
+def load_hf_config(cfg: BackboneConfig, path: str | None = None):
+    """The backbone's HF config (seconds, no weights): also the pre-flight check that the backbone resolves."""
+    from transformers import AutoConfig
+
+    path = path or ensure_backbone(cfg)
+    local = Path(path).expanduser()
+    if path.startswith((".", "/", "~")) and not local.exists():
+        raise FileNotFoundError(f"backbone directory {str(local.resolve())!r} not found; expected a local model "
+                                f"directory or a hub id (backbone.name_or_path={cfg.name_or_path!r})")
+    try:
+        return AutoConfig.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    except OSError as e:
+        first = str(e).splitlines()[0]
+        raise FileNotFoundError(f"backbone {path!r} not found locally or on the hub: {first}") from None
 
 
 def embedding_rows(model):
@@ -84,3 +102,22 @@ def embedding_rows(model):
         return weight[ids].detach().float().cpu().clone()
 
     return rows
+
+
+_EMBED_KEYS = ("embed_tokens.weight", "shared.weight", "word_embeddings.weight", "wte.weight")
+
+
+def embedding_rms(cfg: BackboneConfig) -> float | None:
+    """RMS of the input-embedding entries, read from the local safetensors files without loading the model;
+    None for a hub id whose weights are not on this machine (the driver never downloads a backbone)."""
+    from safetensors import safe_open
+
+    path = Path(ensure_backbone(cfg)).expanduser()
+    if not path.is_dir():
+        return None
+    for file in sorted(path.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            key = next((k for k in f.keys() if k.endswith(_EMBED_KEYS)), None)  # noqa: SIM118 (not a dict)
+            if key is not None:
+                return float(f.get_tensor(key).float().pow(2).mean().sqrt())
+    return None

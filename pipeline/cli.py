@@ -27,6 +27,17 @@ def _fail(e: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _preflight(check, *args) -> None:
+    """Run a pipeline.preflight check (e.g. the tracking store answers: MLflow's own client would retry for
+    minutes); its PreflightError is the command's one-line error."""
+    from pipeline.preflight import PreflightError
+
+    try:
+        check(*args)
+    except PreflightError as e:
+        _fail(e)
+
+
 def _load(config: Path, overrides: list[str] | None):
     from pipeline.config import ConfigError, load_config
 
@@ -59,9 +70,17 @@ def _run_and_report(run, config: Path, overrides: list[str] | None, **kw) -> Non
     cfg = _load(config, overrides)
     try:
         s = run(cfg, **kw)
-    except (ConfigError, ValueError) as e:  # bad config or search space: one line, before any trial runs
+    except (ConfigError, ValueError) as e:  # bad config, space or pre-flight: one line, before Ray starts
         _fail(e)
     _report(s)
+    failed = sum(t.status == "failed" for t in s.trials)
+    if not any(t.status == "completed" for t in s.trials):  # a job that produced nothing must not read as success
+        pruned = sum(t.status == "pruned" for t in s.trials)
+        typer.echo(f"error: no trial completed ({failed} of {len(s.trials)} failed, {pruned} pruned; reasons in the "
+                   "table above and in their MLflow runs)", err=True)
+        raise typer.Exit(1)
+    if failed:
+        typer.echo(f"{failed} of {len(s.trials)} trials failed (reasons in the table above and in their MLflow runs)")
 
 
 @app.command()
@@ -91,6 +110,9 @@ def register(config: Path, overrides: Overrides = None,
     if not search_id:
         _fail(ValueError("--search-id is required: the id `promptfarm search` printed"))
     cfg = _load(config, overrides)
+    from pipeline.preflight import check_tracking, tracking_uri
+
+    _preflight(check_tracking, tracking_uri(cfg.tracking.tracking_uri))
     try:
         name, version, champion, value = register_search(cfg, search_id)
     except LookupError as e:
@@ -106,11 +128,14 @@ def pull(name: str, out: Annotated[Path, typer.Option(help="Directory to write t
          alias: str = "champion", tracking_uri: Annotated[str | None, typer.Option()] = None) -> None:
     """Download a registered prompt (models:/NAME@ALIAS) into OUT."""
     from pipeline.methods.io import PromptArtifactError
+    from pipeline.preflight import check_tracking
     from pipeline.tracking.registry import pull as do_pull
     from pipeline.tracking.runs import resolve_tracking_uri
 
+    uri = resolve_tracking_uri(tracking_uri)
+    _preflight(check_tracking, uri)
     try:
-        path = do_pull(name, out, alias, resolve_tracking_uri(tracking_uri))
+        path = do_pull(name, out, alias, uri)
     except PromptArtifactError as e:
         _fail(e)
     except Exception as e:  # MLflow's own errors are long; keep the first line
@@ -126,6 +151,9 @@ def predict(prompt_dir: Path, texts: list[str],
     from pipeline.methods.io import PromptArtifactError
     from pipeline.predict import Predictor
 
+    if not prompt_dir.is_dir():
+        _fail(FileNotFoundError(f"prompt directory {str(prompt_dir.resolve())!r} not found; expected a directory "
+                                "holding prompt_config.json and prompt.safetensors (`promptfarm pull` writes one)"))
     try:
         predictor = Predictor.load(prompt_dir, backbone=backbone)
     except (PromptArtifactError, FileNotFoundError) as e:
@@ -139,12 +167,17 @@ def evaluate(model: Annotated[str, typer.Argument(help="NAME[@ALIAS] (default al
              overrides: Overrides = None, alias: str = "champion", split: str = "validation",
              file: Annotated[str | None, typer.Option(help="Local JSONL/CSV/TSV instead of the hub split")] = None,
              limit: Annotated[int | None, typer.Option(help="Evaluate on the first N examples")] = None,
-             tracking_uri: Annotated[str | None, typer.Option()] = None) -> None:
+             tracking_uri: Annotated[str | None, typer.Option()] = None,
+             frozen: Annotated[bool, typer.Option(help="CONFIG's backbone, no prompt: the frozen baseline")] = False,
+             ) -> None:
     """Re-evaluate a registered prompt on a split; log the metrics to MLflow and tag the model version.
 
-    Given a CONFIG, the model is the config's registered model and the data its validation file.
+    Given a CONFIG, the model is the config's registered model and the data its validation file (all of it
+    unless --limit; `data.max_eval_samples` is the search's selection subset). `--frozen` scores the config's
+    backbone with no prompt instead: zero-shot rank classification over the same template and label words.
     """
-    from pipeline.tracking.registry import evaluate_registered
+    from pipeline.preflight import check_evaluate, check_tracking
+    from pipeline.tracking.registry import evaluate_frozen, evaluate_registered
     from pipeline.tracking.runs import resolve_tracking_uri
     from pipeline.tune.register import registered_name
 
@@ -154,6 +187,19 @@ def evaluate(model: Annotated[str, typer.Argument(help="NAME[@ALIAS] (default al
         name, at = registered_name(cfg), alias
         file = file or (cfg.data.validation_file if split == "validation" else None)
         tracking_uri = tracking_uri or cfg.tracking.tracking_uri
+        _preflight(check_evaluate, cfg, split, file, resolve_tracking_uri(tracking_uri))
+        if frozen:
+            try:
+                metrics = evaluate_frozen(cfg, resolve_tracking_uri(tracking_uri), split, file, limit)
+            except Exception as e:  # noqa: BLE001 - backbone/data/MLflow errors: one line
+                _fail(Exception(f"could not evaluate the frozen {cfg.backbone.name_or_path}: {str(e).splitlines()[0]}"))
+            for key, value in metrics.items():
+                typer.echo(f"{key}\t{value:.4f}")
+            return
+    elif frozen:
+        _fail(ValueError(f"--frozen needs a CONFIG file (the backbone and task to score), got {model!r}"))
+    else:
+        _preflight(check_tracking, resolve_tracking_uri(tracking_uri))
     try:
         metrics = evaluate_registered(name, at or alias, resolve_tracking_uri(tracking_uri), split, file, limit)
     except Exception as e:  # MLflow/data errors: one line

@@ -30,7 +30,11 @@ def rng(lo: float | None = None, hi: float | None = None, *, lo_open: bool = Fal
 @dataclass
 class BackboneConfig:
     name_or_path: str = "meta-llama/Llama-2-7b-hf"
-    """Hugging Face hub id or local directory of the frozen model and its tokenizer."""
+    """Hugging Face hub id or local directory of the frozen model and its tokenizer (with `gguf`: its name)."""
+    gguf: str | None = None
+    """GGUF file to load instead: a path, or 'pkg:DIST[/FILE.gguf]' for one shipped in an installed package."""
+    cache_dir: str | None = None
+    """Where GGUF files are converted to safetensors once (None: $PROMPTFARM_CACHE or ~/.cache/promptfarm)."""
     revision: str | None = None
     """Hub revision (branch, tag or commit) to pin; recorded with every prompt."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -89,6 +93,10 @@ class TrainConfig:
     """One GPU per worker; False runs DeepSpeed's CPU accelerator with gloo."""
     cpus_per_worker: float = field(default=1.0, metadata=rng(0.0, lo_open=True))
     """CPUs reserved per worker."""
+    progress_every: int = field(default=10, metadata=rng(1))
+    """Rank 0 prints a progress line (loss, steps/s, tokens/s, ETA) and logs train_loss every this many steps."""
+    progress_seconds: float = field(default=60.0, metadata=rng(0.0, lo_open=True))
+    """... or after this many seconds without one, whichever comes first (slow steps on CPU)."""
     max_failures: int = field(default=1, metadata=rng(0))
     """Worker-group restarts per trial before the trial fails (resumes from the last prompt checkpoint)."""
 
@@ -112,12 +120,16 @@ class SearchConfig:
     methods: dict[str, dict] = field(default_factory=dict)
     """Search several methods in one Tuner: name -> fixed config values ({pt: {}, dept: {max_length: 64}});
     empty: only the `method` section."""
+    method_grid: bool = False
+    """With `methods`: every method gets num_samples trials (method.name is a grid), none left to chance."""
     equal_budget: int | None = field(default=None, metadata=rng(1))
     """Compare methods at the trainable-parameter budget of PT with this many tokens (None: method defaults)."""
     default_space: bool = True
     """Start from the method's default search space (False: search only the keys in `space`)."""
     space: dict[str, Any] = field(default_factory=dict)
-    """Overrides of the method's default search space, e.g. {'method.lr': {'loguniform': [0.01, 1]}}."""
+    """Overrides of the method's default search space, e.g. {'method.lr': {'loguniform': [0.01, 1]}} (absolute)."""
+    lr_scale: float | None = field(default=None, metadata=rng(0.0, lo_open=True))
+    """Factor on the default spaces' prompt learning rates (written for T5); None: the backbone's embedding RMS."""
 
 
 @dataclass
@@ -171,14 +183,37 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, raw: dict) -> ExperimentConfig:
         """Validate a nested dict (see module docstring)."""
-        from pipeline.methods import config_class
-
         raw = dict(raw or {})
         method = dict(raw.pop("method", None) or {"name": "pt"})
         name = method.pop("name", "pt")
         cfg = build_dataclass(cls, raw, "")
-        cfg.method = build_dataclass(config_class(name), method, "method.")
+        cfg.method = build_dataclass(_method_class(name, "method.name"), method, "method.")
+        for other in cfg.search.methods:
+            _method_class(other, "search.methods")
+        _check_task(cfg)
         return cfg
+
+
+def _method_class(name: Any, key: str) -> type:
+    """Config class of registered method `name`; an unknown name is a ConfigError naming `key`."""
+    from pipeline import methods
+
+    if name not in methods.names():
+        raise ConfigError(f"{key}: unknown prompt method {name!r}; expected one of: {', '.join(methods.names())}")
+    return methods.config_class(name)
+
+
+def _check_task(cfg: ExperimentConfig) -> None:
+    """data.task is a known task and search.metric one it reports ('loss' or one of the task's metrics)."""
+    from pipeline.data.tasks import get_task, task_names
+
+    if cfg.data.task not in task_names():
+        raise ConfigError(f"data.task={cfg.data.task!r} is not a known task; expected one of: "
+                          f"{', '.join(task_names())}")
+    allowed = (*get_task(cfg.data.task).metrics, "loss")
+    if cfg.search.metric is not None and cfg.search.metric not in allowed:
+        raise ConfigError(f"search.metric={cfg.search.metric!r} is not reported for task {cfg.data.task!r}; "
+                          f"expected one of: {', '.join(allowed)}")
 
 
 def build_dataclass(cls: type, raw: Any, prefix: str) -> Any:
@@ -243,7 +278,17 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ConfigError(f"override {item!r} is not of the form key.path=value")
     key, _, text = item.partition("=")
-    return key.strip().split("."), yaml.safe_load(text) if text.strip() else ""
+    try:
+        return key.strip().split("."), yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({_yaml_problem(e)})") from None
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """One line from a YAML error: what is wrong and where (1-based line and column)."""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    mark = getattr(e, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
 def apply_overrides(raw: dict, overrides: list[str] | dict[str, Any]) -> dict:
@@ -270,7 +315,10 @@ def read_yaml(path: str | Path | None, overrides: list[str] | None = None, kind:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} not found; expected a YAML {kind} file")
-        raw = yaml.safe_load(p.read_text()) or {}
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {_yaml_problem(e)}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
     return apply_overrides(raw, overrides or [])

@@ -11,7 +11,7 @@ from pipeline.config import BackboneConfig
 from pipeline.data.encode import Encoder
 from pipeline.data.tasks import Task, get_task
 from pipeline.methods.io import load_prompt, read_prompt_meta
-from pipeline.prompted import PromptedModel
+from pipeline.prompted import NoPrompt, PromptedModel
 from pipeline.train.evaluate import score_examples
 
 
@@ -38,11 +38,21 @@ class Predictor:
         rec = meta["backbone"]
         bcfg = BackboneConfig(name_or_path=backbone or rec["name_or_path"],
                               revision=None if backbone else rec.get("revision"), dtype=dtype,
-                              trust_remote_code=trust_remote_code)
+                              gguf=None if backbone else rec.get("gguf"), trust_remote_code=trust_remote_code)
         model, tok, info = load_backbone(bcfg)
         method, meta = load_prompt(prompt_dir, info, meta)
         prompted = PromptedModel(model, method.to(model.dtype), info.is_seq2seq).eval()
         return cls(prompted, Encoder(tok, info.is_seq2seq, max_length, 8), get_task(meta["task"]), meta)
+
+    @classmethod
+    def frozen(cls, bcfg: BackboneConfig, task: str, max_length: int = 256) -> Predictor:
+        """The frozen baseline: the backbone alone (no prompt), same template, label words and scorer."""
+        from pipeline.backbone import load_backbone
+
+        model, tok, info = load_backbone(bcfg)
+        prompted = PromptedModel(model, NoPrompt(), info.is_seq2seq).eval()
+        meta = {"method": "frozen", "task": task, "backbone": info.to_dict()}
+        return cls(prompted, Encoder(tok, info.is_seq2seq, max_length, 8), get_task(task), meta)
 
     def predict(self, texts: list[str], field: str | None = None, batch_size: int = 32) -> list[str]:
         """Label word (or number, for regression) per text; `field` names the task input it fills."""

@@ -33,6 +33,13 @@ class PromptedModel(nn.Module):
                              labels=batch.labels)
 
 
+class NoPrompt(nn.Module):
+    """The frozen baseline's "method": the batch unchanged (zero-shot rank classification, no parameters)."""
+
+    def forward(self, batch: PromptBatch) -> PromptBatch:
+        return batch
+
+
 def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(B,) summed log-probability of the non-ignored label tokens, and (B,) how many tokens were summed.
 

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pipeline.preflight import check_submission
+
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 AGENT_WAIT_S = 60  # how long a submission waits for a freshly started head's job agent
@@ -78,7 +80,8 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
 
 def job_spec(job: str, config: Path, overrides: list[str], working_dir: Path, env: dict[str, str],
              tracking_uri: str | None) -> tuple[str, dict]:
-    """(entrypoint, runtime_env) of one job; validates the job name and the config locally before anything is sent.
+    """(entrypoint, runtime_env) of one job; validates the job name, the config and the job's pre-flight checks of
+    files under `working_dir` (pipeline.preflight.check_submission) locally before anything is sent.
 
     Each jobs/ module names the loader of its CONFIG as `load_config` (experiments, or the benchmark's own).
     """
@@ -92,7 +95,8 @@ def job_spec(job: str, config: Path, overrides: list[str], working_dir: Path, en
         raise SubmitError(f"config {config} is outside the working dir {working_dir}; the job sees only files "
                           "under it") from None
     # bad keys/values fail here, in one line, not minutes later on the cluster; options like --search-id pass through
-    importlib.import_module(module).load_config(config, [a for a in overrides if re.match(r"[A-Za-z_][\w.]*=", a)])
+    keys = [a for a in overrides if re.match(r"[A-Za-z_][\w.]*=", a)]
+    check_submission(module.rpartition(".")[2], importlib.import_module(module).load_config(config, keys), working_dir)
     env = dict(env)
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:

@@ -72,10 +72,11 @@ def _reports(storage) -> list[dict]:
 
 
 @pytest.mark.parametrize(("key", "values", "error"), [
-    ("data.train_file", "[{missing}, tests/fixtures/sst2_tiny/train.tsv]", "missing.tsv"),
+    # a bad row past the rows pre-flight reads (a missing file never reaches a trial: pre-flight refuses it)
+    ("data.train_file", "[{late_bad}, tests/fixtures/sst2_tiny/train.tsv]", "late_bad.tsv:122: label '7'"),
     # a diverging learning rate: the prompt overflows the RMSNorm at step 3 and the loss is NaN
     ("method.lr", "[1.0e+30, 0.3]", "training loss is nan"),
-], ids=["missing-file", "nan-loss"])
+], ids=["bad-row-after-preflight", "nan-loss"])
 def test_failed_trial_recorded_in_mlflow_and_search_continues(tmp_path, ray_cluster, monkeypatch, key, values,
                                                               error):
     from pipeline.tracking.runs import mlflow_client
@@ -83,7 +84,9 @@ def test_failed_trial_recorded_in_mlflow_and_search_continues(tmp_path, ray_clus
 
     monkeypatch.chdir(ROOT)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    values = values.format(missing=tmp_path / "missing.tsv")
+    late_bad = tmp_path / "late_bad.tsv"
+    late_bad.write_text("sentence\tlabel\n" + "a fine film\t1\n" * 120 + "a bad label\t7\n")
+    values = values.format(late_bad=late_bad)
     cfg = load_config(SMOKE, [
         f"storage_path={tmp_path / 'ray'}", f"tracking.tracking_uri={uri}", "name=failing",
         f"backbone.name_or_path={tmp_path / 'tiny-llama'}", "search.num_samples=2", "search.default_space=false",

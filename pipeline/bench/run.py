@@ -185,10 +185,15 @@ def log_mlflow(result: BenchResult, cfg: BenchConfig, files: tuple[Path, ...]) -
 
 def bench_command(config: str | Path | None, overrides: list[str] | None = None, out: str | Path | None = None) -> str:
     """`promptfarm bench CONFIG [k=v ...] [--out DIR]`: run, write bench.md/bench.json, log to MLflow; the text to
-    print. Raises ConfigError (one line) on a bad config."""
+    print. Raises ConfigError (one line) on a bad config or a failed pre-flight (backbone, tracking store)."""
+    from pipeline.preflight import check_backbone, check_tracking, tracking_uri
+
     cfg = load_bench_config(config, overrides)
     if out is not None:
         cfg.out_dir = str(out)
+    if cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):  # checked before minutes of measuring, not after
+        check_tracking(tracking_uri(cfg.tracking_uri))
+    check_backbone(cfg.backbone)
     result = run_bench(cfg)
     files = write_outputs(result, cfg.out_dir)
     run_id = log_mlflow(result, cfg, files)

@@ -7,6 +7,7 @@ read by extension: ``.jsonl``/``.json`` (one object per line), ``.csv`` and ``.t
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import random
 from collections.abc import Callable, Iterator
@@ -104,6 +105,12 @@ def _coerce_label(value: object, task: Task, where: str) -> int | float:
         return number
     if not number.is_integer():
         raise ValueError(f"{where}: label {value!r} is not an integer class index")
+    if not 0 <= number < len(task.label_words):
+        # Caught at read time, not as an index error in a trial: hub test splits use -1 for "no label".
+        raise ValueError(
+            f"{where}: label {value!r} is not a class of task {task.name!r}; expected "
+            f"0..{len(task.label_words) - 1} or one of {task.label_words}"
+        )
     return int(number)
 
 
@@ -126,7 +133,8 @@ def _normalise(row: dict, task: Task, where: str) -> dict:
     return row
 
 
-def _read_local(path: Path, task: Task) -> list[dict]:
+def _read_local(path: Path, task: Task, head: int | None = None) -> list[dict]:
+    """Every example of a local file (the first ``head`` with ``head``); no example at all is an error."""
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
         raise ValueError(
@@ -135,7 +143,7 @@ def _read_local(path: Path, task: Task) -> list[dict]:
         )
     required = (*task.text_fields, "label")
     examples = []
-    for line_no, row in reader(path):
+    for line_no, row in itertools.islice(reader(path), head):
         where = f"{path}:{line_no}"
         missing = [name for name in required if name not in row]
         if missing:
@@ -144,7 +152,23 @@ def _read_local(path: Path, task: Task) -> list[dict]:
                 f"found columns: {', '.join(map(str, row)) or 'none'}"
             )
         examples.append(_normalise(row, task, where))
+    if not examples:
+        columns = ", ".join(required)
+        raise ValueError(
+            f"data file {path} has no examples; expected rows with the columns {columns} "
+            "(CSV/TSV: after a header line)"
+        )
     return examples
+
+
+def check_file(task: Task, split: str, path: str, rows: int = 100) -> Path:
+    """Pre-flight of a local data file: it exists and its first ``rows`` rows parse with the task's columns
+    and labels (one-line errors naming the file and line); the file actually read (a directory's split file)."""
+    if split not in task.splits:
+        raise ValueError(f"unknown split {split!r} for task {task.name!r}; expected one of: {', '.join(task.splits)}")
+    file = _resolve(Path(path), task, split)
+    _read_local(file, task, head=rows)
+    return file
 
 
 def _select(count: int, limit: int | None, seed: int | None) -> list[int] | None:

@@ -106,7 +106,7 @@ class ADePT(nn.Module):
     def search_space() -> dict:
         # The reference releases one script (m=60, r=19; prompt lr {3e-1, 4e-1}; FFN lr 1e-4) and no per-task
         # logs; we search its prompt-lr grid and widen the FFN lr to DePT's released {1e-4 .. 5e-3} grid.
-        return {"method.lr": Choice((0.3, 0.4)), "method.lr_ffn": Choice((1e-4, 5e-4, 1e-3, 5e-3))}
+        return {"method.lr": Choice((0.3, 0.4), per_rms=True), "method.lr_ffn": Choice((1e-4, 5e-4, 1e-3, 5e-3))}
 
     @staticmethod
     def paper_param_count(cfg: ADePTConfig, info: BackboneInfo) -> int:

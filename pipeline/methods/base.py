@@ -42,6 +42,8 @@ class BackboneInfo:
     """Rows of the input embedding matrix."""
     num_layers: int
     """Transformer layers (encoder layers for T5)."""
+    gguf: str | None = None
+    """GGUF file spec the backbone was converted from (None: loaded from name_or_path)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict recorded in prompt_config.json."""
@@ -71,12 +73,16 @@ class PromptBatch(NamedTuple):
     """(B, L) targets aligned with inputs (decoder-only), -100 = ignored; None for encoder inputs."""
 
 
-# Ray-free search-space specs; pipeline.tune converts them to ray.tune distributions.
+# Ray-free search-space specs; pipeline.tune converts them to ray.tune distributions. `per_rms=True` marks a
+# learning rate of parameters that live in embedding space (a prompt), written for T5-scale embeddings: the
+# search multiplies it by the backbone's embedding RMS (pipeline.tune.space.lr_scale), because Adam moves every
+# coordinate by about `lr` per step whatever the embeddings' own scale (T5 ~1, SmolLM2-135M 0.136).
 @dataclass(frozen=True)
 class Choice:
     """Pick one of `values` uniformly."""
 
     values: tuple
+    per_rms: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,7 @@ class LogUniform:
 
     lo: float
     hi: float
+    per_rms: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,7 @@ class Uniform:
 
     lo: float
     hi: float
+    per_rms: bool = False
 
 
 Dist = Choice | LogUniform | Uniform

@@ -127,7 +127,7 @@ class DePT(nn.Module):
         # {1e-4, 5e-4, 1e-3, 5e-3}, m in {40, 60, 80}. rank=None re-derives the equal-budget r for each m
         # ((40,45), (60,30), (80,15) at d=768, s=256, the pairs the released runs use).
         return {
-            "method.lr": Choice((0.3, 0.4)),
+            "method.lr": Choice((0.3, 0.4), per_rms=True),
             "method.lr_lowrank": Choice((1e-4, 5e-4, 1e-3, 5e-3)),
             "method.num_tokens": Choice((40, 60, 80)),
         }

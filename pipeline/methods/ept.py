@@ -183,7 +183,7 @@ class EPT(nn.Module):
         # CHOICE (EPT's grids are unknown): DePT's released grids for P and (A, B), plus the projection lr on
         # the same grid and N in {2, 4} (rank=None re-derives r for each N: 22 and 15 at d=768).
         return {
-            "method.lr": Choice((0.3, 0.4)),
+            "method.lr": Choice((0.3, 0.4), per_rms=True),
             "method.lr_lowrank": Choice((1e-4, 5e-4, 1e-3, 5e-3)),
             "method.lr_proj": Choice((1e-4, 5e-4, 1e-3, 5e-3)),
             "method.num_spaces": Choice((2, 4)),

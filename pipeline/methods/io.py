@@ -25,6 +25,7 @@ from pipeline.methods.base import BackboneInfo
 CONFIG_FILE = "prompt_config.json"
 TENSORS_FILE = "prompt.safetensors"
 FORMAT_VERSION = 1
+ARTIFACT_MODE = 0o644  # readable by the group and others like any model file, whatever writes it
 
 
 class PromptArtifactError(ValueError):
@@ -47,6 +48,7 @@ def save_prompt(out_dir: str | Path, method_cfg: Any, state: dict[str, torch.Ten
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     tmp = out / (TENSORS_FILE + ".tmp")
     save_file(tensors, str(tmp), metadata={"format": "pt"})
+    tmp.chmod(ARTIFACT_MODE)  # safetensors writes 0600; both files of an artifact share one mode
     os.replace(tmp, out / TENSORS_FILE)
     meta = {
         "format_version": FORMAT_VERSION,
@@ -60,6 +62,7 @@ def save_prompt(out_dir: str | Path, method_cfg: Any, state: dict[str, torch.Ten
     }
     tmp = out / (CONFIG_FILE + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    tmp.chmod(ARTIFACT_MODE)
     os.replace(tmp, out / CONFIG_FILE)
     return out
 

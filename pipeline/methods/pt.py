@@ -63,7 +63,7 @@ class PromptTuning(nn.Module):
     @staticmethod
     def search_space() -> dict:
         # Lester et al. Fig. 3(a) sweep prompt lengths {1, 5, 20, 100, 150}; lr around their 0.3.
-        return {"method.num_tokens": Choice((5, 20, 100, 150)), "method.lr": LogUniform(0.03, 1.0)}
+        return {"method.num_tokens": Choice((5, 20, 100, 150)), "method.lr": LogUniform(0.03, 1.0, per_rms=True)}
 
     @staticmethod
     def paper_param_count(cfg: PTConfig, info: BackboneInfo) -> int:

@@ -127,6 +127,28 @@ def evaluate_registered(name: str, alias: str, tracking_uri: str, split: str = "
     return metrics
 
 
+def evaluate_frozen(cfg, tracking_uri: str, split: str = "validation", path: str | None = None,
+                    limit: int | None = None) -> dict[str, float]:
+    """The frozen baseline of `cfg` (its backbone with no prompt, same task template and label words) on a split,
+    logged as one run of 'promptfarm-evaluations' tagged baseline=frozen and the config's registered model name."""
+    from pipeline.predict import Predictor
+    from pipeline.tune.register import registered_name
+
+    metrics = Predictor.frozen(cfg.backbone, cfg.data.task, cfg.data.max_length).evaluate(split, path, limit)
+    client = mlflow_client(tracking_uri)
+    exp = client.get_experiment_by_name("promptfarm-evaluations")
+    exp_id = exp.experiment_id if exp else client.create_experiment("promptfarm-evaluations")
+    name = registered_name(cfg)
+    run = client.create_run(exp_id, run_name=f"{name}-frozen-{split}", tags={
+        "model_name": name, "baseline": "frozen", "split": split, "data": path or "hub",
+        "backbone": cfg.backbone.gguf or cfg.backbone.name_or_path})
+    for key, value in metrics.items():
+        client.log_metric(run.info.run_id, key, value)
+    client.log_param(run.info.run_id, "examples", limit or "all")
+    client.set_terminated(run.info.run_id)
+    return metrics
+
+
 def pull(name_or_uri: str, out: str | Path, alias: str = CHAMPION, tracking_uri: str | None = None) -> Path:
     """Download the prompt of `NAME` (at `alias`) or of an explicit models:/ / runs:/ URI: its two files land in `out`.
 

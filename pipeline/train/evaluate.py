@@ -32,21 +32,30 @@ def score_examples(model, encoder: Encoder, task: Task, examples: list[dict], de
     causal = not encoder.is_seq2seq
     sources = [task.source_text(ex) for ex in examples]
     if task.is_classification:
-        words = task.label_words
-        feats = [encoder.pair(s, w) for s in sources for w in words]  # (B*C) rows, example-major
-        batch = {k: v.to(device) for k, v in collate(feats, encoder.tokenizer.pad_token_id).items()}
-        out = model(**batch)
-        logp, ntok = sequence_logprob(out.logits, batch["labels"], causal)
-        logp, ntok = logp.view(len(examples), len(words)), ntok.view(len(examples), len(words))
+        logp, ntok = rank_scores(model, encoder, sources, task.label_words, device)
         preds = logp.argmax(-1).tolist()
-        gold = torch.tensor([task.label(ex) for ex in examples], device=device)
-        rows = torch.arange(len(examples), device=device)
+        gold = torch.tensor([task.label(ex) for ex in examples], device=logp.device)
+        rows = torch.arange(len(examples), device=logp.device)
         return list(zip(preds, (-logp[rows, gold]).tolist(), ntok[rows, gold].tolist(), strict=True))
     feats = [encoder.pair(s, task.target_text(ex)) for s, ex in zip(sources, examples, strict=True)]
     batch = {k: v.to(device) for k, v in collate(feats, encoder.tokenizer.pad_token_id).items()}
     logp, ntok = sequence_logprob(model(**batch).logits, batch["labels"], causal)
     preds = [task.parse_prediction(t) for t in generate(model, encoder, sources, device)]
     return list(zip(preds, (-logp).tolist(), ntok.tolist(), strict=True))
+
+
+def rank_scores(model, encoder: Encoder, sources: list[str], words, device, cached: bool = True):
+    """(B, C) summed log-probability of each label word (EOS included) after each source, and (B, C) its token
+    count. Decoder-only backbones score each source once and every label from its cached keys/values
+    (`pipeline.train.cached_rank`); T5, or `cached=False`, scores every (source, word) pair as its own row."""
+    if cached and not encoder.is_seq2seq:
+        from pipeline.train.cached_rank import cached_rank_scores
+
+        return cached_rank_scores(model, encoder, sources, words, device)
+    feats = [encoder.pair(s, w) for s in sources for w in words]  # (B*C) rows, example-major
+    batch = {k: v.to(device) for k, v in collate(feats, encoder.tokenizer.pad_token_id).items()}
+    logp, ntok = sequence_logprob(model(**batch).logits, batch["labels"], not encoder.is_seq2seq)
+    return logp.view(len(sources), len(words)), ntok.view(len(sources), len(words))
 
 
 @torch.no_grad()
@@ -84,14 +93,19 @@ def generate(model, encoder: Encoder, sources: list[str], device) -> list[str]:
     return texts
 
 
-def evaluate(model, encoder: Encoder, task: Task, examples: list[dict], batch_size: int, device) -> dict[str, float]:
-    """Task metrics plus `loss` (mean gold-target NLL per token) over `examples`, prefixed with 'val_'."""
+def evaluate(model, encoder: Encoder, task: Task, examples: list[dict], batch_size: int, device,
+             progress=None) -> dict[str, float]:
+    """Task metrics plus `loss` (mean gold-target NLL per token) over `examples`, prefixed with 'val_'.
+
+    `progress(done)` is called after each batch with this rank's examples scored so far (times world size)."""
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     idx = _shard(len(examples), rank, world)
     scored = []
     for i in range(0, len(idx), batch_size):
         scored += score_examples(model, encoder, task, [examples[j] for j in idx[i: i + batch_size]], device)
+        if progress is not None:
+            progress(min(len(scored) * world, len(examples)))
     pairs = list(zip(idx, scored, strict=True))
     if distributed:
         gathered: list = [None] * world

@@ -28,6 +28,7 @@ from pipeline.methods.io import load_prompt, save_prompt
 from pipeline.prompted import PromptedModel
 from pipeline.train.ds_config import ds_config
 from pipeline.train.evaluate import evaluate
+from pipeline.train.progress import EvalProgress, Progress
 
 
 class NonFiniteLossError(RuntimeError):
@@ -91,7 +92,13 @@ def train_worker(loop_config: dict) -> None:
     ctx = LoopContext(**loop_config["context"])
     if not cfg.train.use_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        # Ray starts workers with OMP_NUM_THREADS=1 unless told otherwise; a CPU worker should use the cores it
+        # reserved, rounded up (1.99 next to the trial driver's 0.01 on a 2-core machine gives 2 threads).
+        torch.set_num_threads(max(1, math.ceil(cfg.train.cpus_per_worker)))
     import deepspeed
+    import deepspeed.utils
+
+    deepspeed.utils.logger.setLevel("WARNING")  # its per-step INFO lines would bury the progress lines
 
     rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
     if rank == 0 and ctx.trial_key:
@@ -136,6 +143,14 @@ def train_worker(loop_config: dict) -> None:
                      skip=start_step * cfg.train.grad_accum)
     losses: list[float] = []
     best = None
+    label = f"trial {(ctx.trial_key or 'local').rpartition('/')[2]}"
+    progress = None
+    if rank == 0:
+        progress = Progress(label, start_step, total, cfg.train.progress_every, cfg.train.progress_seconds,
+                            log=tracker.log_metrics)
+        print(f"[promptfarm] {label} training from step {start_step} on {torch.get_num_threads()} torch threads "
+              f"(train.cpus_per_worker={cfg.train.cpus_per_worker:g}), {count_trainable(method):,} trainable params",
+              flush=True)
     for step in range(start_step + 1, total + 1):
         engine.train()
         for _ in range(cfg.train.grad_accum):
@@ -145,10 +160,15 @@ def train_worker(loop_config: dict) -> None:
             engine.backward(loss)
             engine.step()
             losses.append(float(loss))
+            if progress is not None:
+                progress.add(float(loss), int(batch["attention_mask"].sum()) * world)
+        if progress is not None:
+            progress.step(step)
         if step % cfg.train.eval_every and step != total:
             continue
         engine.eval()
-        metrics = evaluate(engine.module, enc, task, val_ex, cfg.train.eval_batch_size, device)
+        metrics = evaluate(engine.module, enc, task, val_ex, cfg.train.eval_batch_size, device,
+                           progress=EvalProgress(f"{label} step {step}", len(val_ex)) if rank == 0 else None)
         metrics.update(step=step, train_loss=sum(losses) / len(losses), trainable_params=count_trainable(method),
                        resumed_from=start_step)  # > 0 after a worker-group restart from a prompt checkpoint
         losses.clear()
@@ -185,7 +205,7 @@ class _Tracker:
 
             self.client, self.run_id = mlflow_client(ctx.tracking_uri), ctx.run_id
 
-    def log(self, metrics: dict, step: int, prompt_dir: str | None) -> None:
+    def log_metrics(self, metrics: dict, step: int) -> None:
         if self.client is None:
             return
         import time
@@ -194,5 +214,10 @@ class _Tracker:
 
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def log(self, metrics: dict, step: int, prompt_dir: str | None) -> None:
+        if self.client is None:
+            return
+        self.log_metrics(metrics, step)
         if prompt_dir is not None:  # best-so-far prompt of this trial
             self.client.log_artifacts(self.run_id, prompt_dir, artifact_path="prompt")

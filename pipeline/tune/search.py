@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config import ExperimentConfig, absolute_path
-from pipeline.tune.space import search_space, to_ray
+from pipeline.tune.space import lr_scale, search_space, to_ray
 
 TRIAL_TAG, SEARCH_TAG = "promptfarm.trial_id", "promptfarm.search_id"
 DRIVER_CPU = 0.01
@@ -105,7 +105,13 @@ def resolve_paths(cfg: ExperimentConfig) -> ExperimentConfig:
 
 
 def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool | None = None) -> SearchSummary:
-    """Run (or with `resume`=search id, restore and finish) an ASHA search, then register the best prompt."""
+    """Run (or with `resume`=search id, restore and finish) an ASHA search, then register the best prompt.
+
+    Pre-flight first (pipeline.preflight): data, resources, tracking store and backbone are checked before Ray
+    starts; a failure raises a one-line PreflightError (a ConfigError)."""
+    from pipeline.preflight import check_run
+
+    check_run(cfg, DRIVER_CPU)
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -118,7 +124,11 @@ def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool 
     cfg = resolve_paths(cfg)
     ensure_backbone(cfg.backbone)
     metric, mode = search_metric(cfg)
-    space = search_space(cfg)
+    factor = lr_scale(cfg)
+    space = search_space(cfg, factor)
+    if factor != 1.0:
+        print(f"[promptfarm] default prompt learning rates x{factor:.4g} (search.lr_scale; None = the backbone's "
+              f"embedding RMS over T5's)", flush=True)
     search_id = resume or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri)
     client = mlflow_client(uri)
@@ -130,7 +140,9 @@ def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool 
 
     if not ray.is_initialized():
         env = {"DS_ACCELERATOR": "cpu"} if not cfg.train.use_gpu else {}
-        ray.init(runtime_env={"env_vars": env}, log_to_driver=bool(os.environ.get("PROMPTFARM_WORKER_LOGS")))
+        # Workers' stdout reaches the driver (the in-trial progress lines); library chatter is kept to errors.
+        env.update(TRANSFORMERS_VERBOSITY="error", TQDM_DISABLE="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
+        ray.init(runtime_env={"env_vars": env}, log_to_driver=os.environ.get("PROMPTFARM_WORKER_LOGS", "1") != "0")
         _check_fits(cfg)
     max_reports = -(-cfg.train.max_steps // cfg.train.eval_every)
     driver = make_driver(cfg.to_dict(), metric, mode, uri, exp_id, parent, search_id)
@@ -194,15 +206,9 @@ def _check_fits(cfg: ExperimentConfig) -> None:
     """Fail fast when one trial cannot fit a fixed-size cluster (it would wait for workers forever)."""
     import ray
 
-    from pipeline.config import ConfigError
+    from pipeline.preflight import check_fits
 
-    t, res = cfg.train, ray.cluster_resources()
-    need_cpu = t.num_workers * t.cpus_per_worker + DRIVER_CPU
-    if need_cpu > res.get("CPU", 0) or (t.use_gpu and t.num_workers > res.get("GPU", 0)):
-        raise ConfigError(
-            f"train.num_workers={t.num_workers} x train.cpus_per_worker={t.cpus_per_worker}"
-            f"{' x 1 GPU' if t.use_gpu else ''} (+{DRIVER_CPU} CPU for the trial driver) does not fit this cluster "
-            f"({res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs); lower them")
+    check_fits(cfg.train, ray.cluster_resources(), DRIVER_CPU, "this cluster")
 
 
 def _concurrency(cfg: ExperimentConfig) -> int:
