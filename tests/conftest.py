@@ -25,8 +25,9 @@ def ray_cluster():
     """
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu"}},
-             log_to_driver=False)
+    # Workers' stdout reaches this process (as in `promptfarm search`): the e2e test checks the progress lines.
+    env = {"DS_ACCELERATOR": "cpu", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "TRANSFORMERS_VERBOSITY": "error"}
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=True)
     yield
     ray.shutdown()
 

@@ -5,8 +5,10 @@ Slow (minutes on 2 cores) but part of the default suite: it is the product's mai
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -28,7 +30,7 @@ def _cli(*args: str, cwd) -> str:
     return out.stdout
 
 
-def test_smoke_search_prunes_registers_pulls_predicts(tmp_path, ray_cluster, monkeypatch):
+def test_smoke_search_prunes_registers_pulls_predicts(tmp_path, ray_cluster, monkeypatch, capfd):
     from pipeline.tracking.runs import mlflow_client
     from pipeline.tune.search import run_search
 
@@ -37,6 +39,13 @@ def test_smoke_search_prunes_registers_pulls_predicts(tmp_path, ray_cluster, mon
     cfg = load_config(SMOKE, [f"storage_path={tmp_path / 'ray'}", f"tracking.tracking_uri={uri}",
                               f"backbone.name_or_path={tmp_path / 'tiny-llama'}", "search.num_samples=5"])
     s = run_search(cfg)
+    time.sleep(2)  # Ray's log monitor forwards worker lines asynchronously
+    out = capfd.readouterr().out
+    # In-trial progress from rank 0, through the driver: every 10 steps (progress_every) and at the last step.
+    progress = r"\[promptfarm\] trial \S+ step (\d+)/24 train_loss [\d.]+ [\d.]+ steps/s [\d,]+ tokens/s ETA"
+    assert {"10", "24"} <= set(re.findall(progress, out)), out[-3000:]
+    # once per trial, on as many torch threads as the worker reserved CPUs (smoke: train.cpus_per_worker=1)
+    assert re.findall(r"training from step 0 on (\d+) torch threads", out) == ["1"] * 5
 
     # ASHA ran every trial to a decision and stopped at least one early, mid-trial.
     assert len(s.trials) == 5 and not [t for t in s.trials if t.status == "failed"]

@@ -156,7 +156,7 @@ def train_worker(loop_config: dict) -> None:
         for _ in range(cfg.train.grad_accum):
             batch = {k: v.to(device) for k, v in next(stream).items()}
             loss = engine(**batch).loss
-            _check_finite(loss, step, world)
+            _check_finite(loss.detach(), step, world)
             engine.backward(loss)
             engine.step()
             losses.append(float(loss))

@@ -141,7 +141,9 @@ def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool 
     if not ray.is_initialized():
         env = {"DS_ACCELERATOR": "cpu"} if not cfg.train.use_gpu else {}
         # Workers' stdout reaches the driver (the in-trial progress lines); library chatter is kept to errors.
-        env.update(TRANSFORMERS_VERBOSITY="error", TQDM_DISABLE="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
+        # Train V2's print patch tees every print to stdout and to its logger: each line reached the driver twice.
+        env.update(TRANSFORMERS_VERBOSITY="error", TQDM_DISABLE="1", HF_HUB_DISABLE_PROGRESS_BARS="1",
+                   RAY_TRAIN_ENABLE_PRINT_PATCH="0")
         ray.init(runtime_env={"env_vars": env}, log_to_driver=os.environ.get("PROMPTFARM_WORKER_LOGS", "1") != "0")
         _check_fits(cfg)
     max_reports = -(-cfg.train.max_steps // cfg.train.eval_every)
