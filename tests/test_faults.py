@@ -3,6 +3,7 @@ is recorded with its reason and the search goes on."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -19,14 +20,21 @@ SMOKE = ROOT / "jobs" / "configs" / "smoke.yaml"
 
 def _kill_worker_after_first_report(storage, killed: list, deadline_s: float = 300) -> None:
     """SIGKILL the Ray Train worker process once Ray Train has registered a prompt checkpoint of the trial (its
-    checkpoint-manager snapshot lists one), so a restart must resume from it."""
+    checkpoint-manager snapshot lists one), so a restart must resume from it.
+
+    Only this test's cluster is touched: its raylet and workers are descendants of this process (ray.init started
+    them), so another job's workers on the same machine are never killed."""
     end = time.time() + deadline_s
+    ours = psutil.Process(os.getpid())
     while time.time() < end and not killed:
         if any(_registered(p) for p in storage.glob("faults-*-*/checkpoint_manager_snapshot.json")):
-            for proc in psutil.process_iter(["pid", "cmdline"]):
-                if "ray::RayTrainWorker" in " ".join(proc.info["cmdline"] or []):
-                    proc.kill()
-                    killed.append(proc.pid)
+            for proc in ours.children(recursive=True):
+                try:
+                    if "ray::RayTrainWorker" in " ".join(proc.cmdline()):
+                        proc.kill()
+                        killed.append(proc.pid)
+                except psutil.NoSuchProcess:
+                    continue
         time.sleep(0.2)
 
 
