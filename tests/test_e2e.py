@@ -39,13 +39,20 @@ def test_smoke_search_prunes_registers_pulls_predicts(tmp_path, ray_cluster, mon
     cfg = load_config(SMOKE, [f"storage_path={tmp_path / 'ray'}", f"tracking.tracking_uri={uri}",
                               f"backbone.name_or_path={tmp_path / 'tiny-llama'}", "search.num_samples=5"])
     s = run_search(cfg)
-    time.sleep(2)  # Ray's log monitor forwards worker lines asynchronously
-    out = capfd.readouterr().out
     # In-trial progress from rank 0, through the driver: every 10 steps (progress_every) and at the last step.
+    # Ray's log monitor forwards worker lines asynchronously (seconds behind on a loaded machine): poll for them.
     progress = r"\[promptfarm\] trial \S+ step (\d+)/24 train_loss [\d.]+ [\d.]+ steps/s [\d,]+ tokens/s ETA"
+    threads = r"training from step \d+ on (\d+) torch threads"
+    out, end = "", time.monotonic() + 60
+    while time.monotonic() < end:
+        out += capfd.readouterr().out
+        if {"10", "24"} <= set(re.findall(progress, out)) and len(re.findall(threads, out)) >= 5:
+            break
+        time.sleep(1)
     assert {"10", "24"} <= set(re.findall(progress, out)), out[-3000:]
-    # once per trial, on as many torch threads as the worker reserved CPUs (smoke: train.cpus_per_worker=1)
-    assert re.findall(r"training from step 0 on (\d+) torch threads", out) == ["1"] * 5
+    # once per trial start, on as many torch threads as the worker reserved CPUs (smoke: train.cpus_per_worker=1)
+    started = re.findall(threads, out)
+    assert len(started) >= 5 and set(started) == {"1"}, out[-3000:]
 
     # ASHA ran every trial to a decision and stopped at least one early, mid-trial.
     assert len(s.trials) == 5 and not [t for t in s.trials if t.status == "failed"]
