@@ -10,8 +10,9 @@ from pipeline.tune.search import ended_as
 class MlflowTrialStatus(Callback):
     """On trial end: tag outcome completed/pruned/failed (+ reason) and terminate the run accordingly."""
 
-    def __init__(self, uri: str, exp_id: str, search_id: str, max_reports: int) -> None:
+    def __init__(self, uri: str, exp_id: str, search_id: str, max_reports: int, max_steps: int) -> None:
         self.uri, self.exp_id, self.search_id, self.max_reports = uri, exp_id, search_id, max_reports
+        self.max_steps = max_steps
 
     def _close(self, trial, outcome: str | None, reason: str | None) -> None:
         from pipeline.tracking.runs import find_run, mlflow_client
@@ -23,8 +24,12 @@ class MlflowTrialStatus(Callback):
         run_id = find_run(client, self.exp_id, {SEARCH_TAG: self.search_id, TRIAL_TAG: trial.trial_id})
         if run_id is None:
             return
-        if outcome is None:  # ended normally: completed iff all its reports are in the run. Tune's last_result
-            # misses those made before a driver restore (a trial re-run to its end reports nothing new).
+        last = trial.last_result or {}
+        if outcome is None and "step" in last:
+            # Ended normally: completed iff the last result Tune accepted is the final step. Not the run's MLflow
+            # history: a worker runs ahead of ASHA's stop decision and can log one more evaluation than Tune took.
+            outcome = "completed" if last["step"] >= self.max_steps else "pruned"
+        if outcome is None:  # no result in this driver (restored after the trial ended): count the run's reports
             steps = {m.step for m in client.get_metric_history(run_id, "step")}
             outcome = ended_as(max(len(steps), (trial.last_result or {}).get("training_iteration", 0)),
                                self.max_reports)

@@ -149,7 +149,7 @@ def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool 
     max_reports = -(-cfg.train.max_steps // cfg.train.eval_every)
     driver = make_driver(cfg.to_dict(), metric, mode, uri, exp_id, parent, search_id)
     trainable = tune.with_resources(driver, {"CPU": DRIVER_CPU})  # the driver only waits; workers hold the CPUs
-    status_cb = MlflowTrialStatus(uri, exp_id, search_id, max_reports)
+    status_cb = MlflowTrialStatus(uri, exp_id, search_id, max_reports, cfg.train.max_steps)
     path = f"{cfg.storage_path.rstrip('/')}/{search_id}"  # a URI (s3://...) or a mounted path
     if resume:
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=False, restart_errored=False)
