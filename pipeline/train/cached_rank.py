@@ -16,8 +16,6 @@ Shapes: B examples, C label words, n prompt tokens, S = longest source, T = long
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 
 from pipeline.data.encode import Encoder, collate
@@ -53,7 +51,7 @@ def cached_rank_scores(model, encoder: Encoder, sources: list[str], words, devic
     # instead of (B, n+S, V) (the LM head over a 49K vocabulary is ~20% of a SmolLM2 forward).
     last = n + src_len - 1  # (B,)
     keep, where = torch.unique(last, return_inverse=True)
-    kw = {"logits_to_keep": keep} if "logits_to_keep" in inspect.signature(model.backbone.forward).parameters else {}
+    kw = {"logits_to_keep": keep} if model.label_logits_only else {}  # decoder supports logits_to_keep
     out = model.backbone(inputs_embeds=prefix[:, 0], attention_mask=prefix_mask, use_cache=True, **kw)
     if not kw:  # a model without logits_to_keep returns every position
         where = last
