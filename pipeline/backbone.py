@@ -8,6 +8,7 @@ import torch
 
 from pipeline.config import BackboneConfig
 from pipeline.methods.base import BackboneInfo
+from pipeline.train.zero import gathered
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -94,12 +95,8 @@ def embedding_rows(model):
     weight = model.get_input_embeddings().weight
 
     def rows(ids: torch.Tensor) -> torch.Tensor:
-        if hasattr(weight, "ds_id"):  # partitioned by ZeRO-3: gather the full matrix for the read only
-            import deepspeed
-
-            with deepspeed.zero.GatheredParameters([weight], modifier_rank=None):
-                return weight[ids].detach().float().cpu().clone()
-        return weight[ids].detach().float().cpu().clone()
+        with gathered([weight]):  # partitioned by ZeRO-3: gather the full matrix for the read only
+            return weight[ids].detach().float().cpu().clone()
 
     return rows
 

