@@ -26,6 +26,8 @@ class Head:
     """GCS address (RAY_ADDRESS for drivers), 127.0.0.1:PORT."""
     jobs: str
     """Jobs API / dashboard URL."""
+    temp: str
+    """Its --temp-dir: session logs grow there while it starts and while its jobs run."""
 
 
 def free_port() -> int:
@@ -34,16 +36,44 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(ready, what: str, proc: subprocess.Popen | None = None, timeout: float = 120) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
+def tree_state(*paths: Path | str) -> tuple[int, int]:
+    """(files, bytes) under `paths`: what a server, a search or a job has written so far (logs, results, runs)."""
+    files = size = 0
+    for root in map(Path, paths):
+        for f in [root] if root.is_file() else root.rglob("*"):
+            with contextlib.suppress(OSError):
+                if f.is_file():
+                    files, size = files + 1, size + f.stat().st_size
+    return files, size
+
+
+def wait_until(ready, what: str, proc: subprocess.Popen | None = None, progress=None, stall_s: float = 120,
+               cap_s: float = 1800) -> None:
+    """Poll `ready()` every second until it is true.
+
+    Fails when `progress()` (a snapshot of what the awaited system has done, e.g. `tree_state` of its log and result
+    directories; None: nothing observable) stays unchanged for `stall_s` seconds, so a loaded machine that is slow but
+    moving never fails the wait; `cap_s` bounds the total. The failure says what was last seen and the last error.
+    """
+    start = since = time.monotonic()
+    seen, error = None, None
+    while True:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode}")
-        with contextlib.suppress(Exception):
+        try:
             if ready():
                 return
+            error = "not yet"
+        except Exception as e:  # noqa: BLE001 - a server that is still starting refuses connections
+            error = f"{type(e).__name__}: {e}"
+        now = progress() if progress is not None else None
+        if now != seen:
+            seen, since = now, time.monotonic()
+        stalled, total = time.monotonic() - since, time.monotonic() - start
+        if stalled > stall_s or total > cap_s:
+            why = f"no progress for {stalled:.0f} s" if stalled > stall_s else f"still moving after {total:.0f} s"
+            raise TimeoutError(f"{what} not ready: {why}; last seen {seen!r}; last check: {error}")
         time.sleep(1)
-    raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -65,7 +95,8 @@ def start_mlflow(tmp: Path) -> tuple[subprocess.Popen, str]:
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         start_new_session=True, stdout=subprocess.DEVNULL, stderr=open(tmp / "mlflow.log", "w"))  # noqa: SIM115
     uri = f"http://127.0.0.1:{port}"
-    wait_until(lambda: urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200, "mlflow server", proc)
+    wait_until(lambda: urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200, "mlflow server", proc,
+               progress=lambda: tree_state(tmp))
     return proc, uri
 
 
@@ -86,6 +117,6 @@ def start_head() -> tuple[subprocess.Popen, Head]:
          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--num-cpus", "2", "--temp-dir", temp,
          "--disable-usage-stats", *ports],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    head = Head(f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dash}")
-    wait_until(lambda: client(head.jobs).list_jobs() is not None, "ray head", proc)
+    head = Head(f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dash}", temp)
+    wait_until(lambda: client(head.jobs).list_jobs() is not None, "ray head", proc, progress=lambda: tree_state(temp))
     return proc, head

@@ -43,9 +43,10 @@ def test_smoke_search_prunes_registers_pulls_predicts(tmp_path, ray_cluster, mon
     # Ray's log monitor forwards worker lines asynchronously (seconds behind on a loaded machine): poll for them.
     progress = r"\[promptfarm\] trial \S+ step (\d+)/24 train_loss [\d.]+ [\d.]+ steps/s [\d,]+ tokens/s ETA"
     threads = r"training from step \d+ on (\d+) torch threads"
-    out, end = "", time.monotonic() + 60
-    while time.monotonic() < end:
-        out += capfd.readouterr().out
+    out, quiet_since = "", time.monotonic()
+    while time.monotonic() - quiet_since < 60:  # give up after 60 s with no new line, not after 60 s in total
+        new = capfd.readouterr().out
+        out, quiet_since = out + new, time.monotonic() if new else quiet_since
         if {"10", "24"} <= set(re.findall(progress, out)) and len(re.findall(threads, out)) >= 5:
             break
         time.sleep(1)

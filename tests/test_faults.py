@@ -18,15 +18,14 @@ pytestmark = pytest.mark.slow
 SMOKE = ROOT / "jobs" / "configs" / "smoke.yaml"
 
 
-def _kill_worker_after_first_report(storage, killed: list, deadline_s: float = 300) -> None:
+def _kill_worker_after_first_report(storage, killed: list, done: threading.Event) -> None:
     """SIGKILL the Ray Train worker process once Ray Train has registered a prompt checkpoint of the trial (its
     checkpoint-manager snapshot lists one), so a restart must resume from it.
 
     Only this test's cluster is touched: its raylet and workers are descendants of this process (ray.init started
     them), so another job's workers on the same machine are never killed."""
-    end = time.time() + deadline_s
     ours = psutil.Process(os.getpid())
-    while time.time() < end and not killed:
+    while not killed and not done.is_set():  # no deadline: the search ending (however slowly) ends the watch
         if any(_registered(p) for p in storage.glob("faults-*-*/checkpoint_manager_snapshot.json")):
             for proc in ours.children(recursive=True):
                 try:
@@ -48,10 +47,14 @@ def test_killed_worker_resumes_from_checkpoint_and_search_completes(tmp_path, ra
         f"backbone.name_or_path={tmp_path / 'tiny-llama'}", "name=faults", "search.num_samples=1",
         "search.default_space=false", "search.space={}", "train.max_failures=2", "tracking.register=false"])
     killed: list[int] = []
-    killer = threading.Thread(target=_kill_worker_after_first_report, args=(storage, killed), daemon=True)
+    done = threading.Event()
+    killer = threading.Thread(target=_kill_worker_after_first_report, args=(storage, killed, done), daemon=True)
     killer.start()
-    s = run_search(cfg)
-    killer.join(timeout=1)
+    try:
+        s = run_search(cfg)
+    finally:
+        done.set()
+        killer.join()
 
     assert killed, "the worker was never killed: the test did not exercise a failure"
     assert not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == psutil.STATUS_ZOMBIE

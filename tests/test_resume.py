@@ -13,7 +13,7 @@ import pytest
 from ray.train import UserCallback
 
 from .conftest import ROOT
-from .servers import wait_until
+from .servers import tree_state, wait_until
 
 pytestmark = pytest.mark.slow
 SMOKE = ROOT / "jobs" / "configs" / "smoke.yaml"
@@ -43,11 +43,13 @@ def test_killed_driver_resumes_without_losing_or_duplicating_results(ray_head, t
     job_id = first.output.split("submitted ", 1)[1].split()[0]
     client = mlflow_client(uri)
     ended = lambda: [r for r in _runs(client, "trial") if "promptfarm.outcome" in r.data.tags]  # noqa: E731
-    wait_until(lambda: ended(), "a first finished trial", timeout=600)
+    # Stalls, not total time, fail the waits: a loaded machine trains slowly but keeps writing results and logs.
+    wait_until(lambda: ended(), "a first finished trial", progress=lambda: tree_state(tmp_path, ray_head.temp))
     (driver,) = [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path / "tm") in " ".join(p.info["cmdline"] or
                  []) and "jobs.search" in (p.info["cmdline"] or [])]
     os.kill(driver.pid, signal.SIGKILL)  # mid-search: the next trial is starting or training
-    wait_until(lambda: jobs_client(ray_head.jobs).get_job_status(job_id).value == "FAILED", "the killed job")
+    wait_until(lambda: jobs_client(ray_head.jobs).get_job_status(job_id).value == "FAILED", "the killed job",
+               progress=lambda: tree_state(ray_head.temp))
     before = {r.data.tags["promptfarm.trial_id"]: r for r in ended()}
     (parent,) = _runs(client, "search")
     search_id = parent.data.tags["promptfarm.search_id"]
