@@ -104,15 +104,18 @@ def resolve_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     return cfg
 
 
-def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool | None = None) -> SearchSummary:
+def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool | None = None,
+               search_id: str | None = None, parent_run: str | None = None) -> SearchSummary:
     """Run (or with `resume`=search id, restore and finish) an ASHA search, then register the best prompt.
+
+    `search_id` names a new search (default '<name>-<timestamp>'); `parent_run` nests its MLflow run under another
+    (a suite's) run.
 
     Pre-flight first (pipeline.preflight): data, resources, tracking store and backbone are checked before Ray
     starts; a failure raises a one-line PreflightError (a ConfigError)."""
     from pipeline.preflight import check_run
 
     check_run(cfg, DRIVER_CPU)
-    import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -129,22 +132,18 @@ def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool 
     if factor != 1.0:
         print(f"[promptfarm] default prompt learning rates x{factor:.4g} (search.lr_scale; None = the backbone's "
               f"embedding RMS / pipeline.tune.space.REFERENCE_RMS)", flush=True)
-    search_id = resume or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    search_id = resume or search_id or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri)
     client = mlflow_client(uri)
     exp_id = experiment_id(client, cfg)
     parent = get_or_create_run(client, exp_id, search_id, {SEARCH_TAG: search_id, "promptfarm.role": "search"})
+    if parent_run:
+        client.set_tag(parent, "mlflow.parentRunId", parent_run)
     client.log_text(parent, json.dumps(cfg.to_dict(), indent=2), "config.json")
     print(f"[promptfarm] search id: {search_id} ({'resuming' if resume else 'new'}; MLflow {uri}, run {parent})",
           flush=True)  # printed first: the id `--resume` needs if this driver dies
 
-    if not ray.is_initialized():
-        env = {"DS_ACCELERATOR": "cpu"} if not cfg.train.use_gpu else {}
-        # Workers' stdout reaches the driver (the in-trial progress lines); library chatter is kept to errors.
-        # Train V2's print patch tees every print to stdout and to its logger: each line reached the driver twice.
-        env.update(TRANSFORMERS_VERBOSITY="error", TQDM_DISABLE="1", HF_HUB_DISABLE_PROGRESS_BARS="1",
-                   RAY_TRAIN_ENABLE_PRINT_PATCH="0")
-        ray.init(runtime_env={"env_vars": env}, log_to_driver=os.environ.get("PROMPTFARM_WORKER_LOGS", "1") != "0")
+    if ensure_ray(cfg):
         _check_fits(cfg)
     max_reports = -(-cfg.train.max_steps // cfg.train.eval_every)
     driver = make_driver(cfg.to_dict(), metric, mode, uri, exp_id, parent, search_id)
@@ -189,6 +188,21 @@ def train_one(cfg: ExperimentConfig, register: bool | None = None) -> SearchSumm
     one-trial search: same MLflow runs, checkpoints, fault tolerance and registry rule."""
     cfg.search.num_samples, cfg.search.methods, cfg.search.space, cfg.search.default_space = 1, {}, {}, False
     return run_search(cfg, register=register)
+
+
+def ensure_ray(cfg: ExperimentConfig) -> bool:
+    """Start local Ray for `cfg` unless this process is already connected; True when it started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    env = {"DS_ACCELERATOR": "cpu"} if not cfg.train.use_gpu else {}
+    # Workers' stdout reaches the driver (the in-trial progress lines); library chatter is kept to errors.
+    # Train V2's print patch tees every print to stdout and to its logger: each line reached the driver twice.
+    env.update(TRANSFORMERS_VERBOSITY="error", TQDM_DISABLE="1", HF_HUB_DISABLE_PROGRESS_BARS="1",
+               RAY_TRAIN_ENABLE_PRINT_PATCH="0")
+    ray.init(runtime_env={"env_vars": env}, log_to_driver=os.environ.get("PROMPTFARM_WORKER_LOGS", "1") != "0")
+    return True
 
 
 def search_algorithm(cfg: ExperimentConfig, max_concurrent: int):
