@@ -2,6 +2,7 @@
 
     promptfarm search jobs/configs/smoke.yaml [key.path=value ...] [--resume SEARCH_ID]
     promptfarm train-one jobs/configs/smoke.yaml method.lr=0.3
+    promptfarm suite jobs/configs/suite-tiny.yaml [--resume SUITE_ID]
     promptfarm register jobs/configs/smoke.yaml --search-id SEARCH_ID
     promptfarm evaluate sst2-tiny-llama@champion   |   promptfarm evaluate jobs/configs/smoke.yaml
     promptfarm submit jobs/configs/smoke.yaml --address http://HEAD:8265 --tracking-uri http://MLFLOW:5000
@@ -99,6 +100,25 @@ def train_one(config: Path, overrides: Overrides = None, no_register: NoRegister
     from pipeline.tune.search import train_one as run
 
     _run_and_report(run, config, overrides, register=False if no_register else None)
+
+
+@app.command()
+def suite(config: Path, overrides: Overrides = None,
+          resume: Annotated[str | None, typer.Option(help="Suite id to finish")] = None) -> None:
+    """One ASHA search per task of a suite; every method's best trial on each report split; the table."""
+    from pipeline.config import ConfigError
+    from pipeline.suite.config import load_suite_config
+    from pipeline.suite.run import run_suite
+
+    try:
+        s = run_suite(load_suite_config(config, overrides or []), resume=resume)
+    except (ConfigError, LookupError, FileNotFoundError) as e:
+        _fail(e)
+    typer.echo(s.markdown)
+    typer.echo(f"suite id: {s.suite_id}")
+    if all(r.status == "failed" for r in s.results):  # nothing to compare: the job failed
+        typer.echo("error: every task of the suite failed (reasons above)", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -1,0 +1,215 @@
+"""Run a suite: one ASHA search per task as a Ray task (several at once when the cluster has room), each method's
+best trial scored on the task's report split, the table logged to one MLflow parent run with the task searches as
+its children. State lives on that run (a status tag and a result JSON per task), so `resume` re-runs nothing that
+finished, restores a half-done search with Tuner.restore and registers no version twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import ray
+
+from pipeline.config import ExperimentConfig, absolute_path
+from pipeline.suite.config import SuiteConfig, SuiteTask, task_config
+from pipeline.suite.table import FROZEN, Cell, TaskResult, build_table, table_json, to_markdown
+
+SUITE_TAG = "promptfarm.suite_id"
+
+
+@dataclass
+class SuiteSummary:
+    """What a finished suite produced."""
+
+    suite_id: str
+    """Id to pass to `--resume`; tagged on the suite's MLflow run."""
+    results: list[TaskResult]
+    """One per task, in config order."""
+    table: dict
+    """`pipeline.suite.table.build_table` output."""
+    markdown: str
+    """The table as markdown (also logged as table.md)."""
+    run_id: str
+    """The suite's MLflow parent run."""
+
+
+def run_suite(scfg: SuiteConfig, resume: str | None = None) -> SuiteSummary:
+    """Run (or with `resume`=suite id, finish) every task's search, score the report splits, build the table."""
+    from pipeline.tracking.runs import experiment_id, find_run, get_or_create_run, mlflow_client, resolve_tracking_uri
+    from pipeline.tune.search import ensure_ray, resolve_paths
+
+    cfgs = {t.name: resolve_paths(task_config(scfg, t)) for t in scfg.tasks}
+    first = cfgs[scfg.tasks[0].name]
+    uri = resolve_tracking_uri(first.tracking.tracking_uri)
+    client = mlflow_client(uri)
+    exp_id = experiment_id(client, first)
+    if resume and find_run(client, exp_id, {SUITE_TAG: resume}) is None:
+        raise LookupError(f"suite {resume!r} not found in MLflow experiment {first.tracking.experiment!r} at {uri}; "
+                          "expected the suite id printed when it started")
+    suite_id = resume or f"{scfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_id = get_or_create_run(client, exp_id, suite_id, {SUITE_TAG: suite_id, "promptfarm.role": "suite"})
+    print(f"[promptfarm] suite id: {suite_id} ({'resuming' if resume else 'new'}; MLflow {uri}, run {run_id})",
+          flush=True)
+    tags = client.get_run(run_id).data.tags
+    results: dict[str, TaskResult] = {}
+    for t in scfg.tasks:
+        if tags.get(f"task.{t.name}") == "done":  # finished before: its stored result, nothing re-run
+            path = client.download_artifacts(run_id, f"tasks/{t.name}.json")
+            results[t.name] = TaskResult.from_dict(json.loads(Path(path).read_text()))
+            print(f"[promptfarm] suite task {t.name}: done earlier (search {results[t.name].search_id})", flush=True)
+    ensure_ray(first)
+    todo = [t for t in scfg.tasks if t.name not in results]
+    pending: dict = {}
+    width = scfg.concurrent or _room(first)
+    while todo or pending:
+        while todo and len(pending) < width:
+            t = todo.pop(0)
+            cfg, search_id = cfgs[t.name], f"{suite_id}-{t.name}"
+            client.set_tag(run_id, f"task.{t.name}", "running")
+            restore = _tune_state_exists(cfg, search_id)
+            register = cfg.tracking.register and not _registered(client, cfg, search_id)
+            task = {**asdict(t), "report_file": absolute_path(t.report_file)}  # Ray tasks run elsewhere
+            ref = _task.remote(cfg.to_dict(), task, search_id, restore, register, run_id, uri, scfg.frozen)
+            pending[ref] = t
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        t = pending.pop(ready[0])
+        result = TaskResult.from_dict(ray.get(ready[0]))
+        results[t.name] = result
+        client.log_text(run_id, json.dumps(asdict(result), indent=2), f"tasks/{t.name}.json")
+        client.set_tag(run_id, f"task.{t.name}", result.status)
+        print(f"[promptfarm] suite task {t.name}: {result.status}"
+              + (f" ({result.reason})" if result.reason else ""), flush=True)
+    ordered = [results[t.name] for t in scfg.tasks]
+    methods = _methods(first)
+    table = build_table(ordered, methods, scfg.frozen)
+    markdown = to_markdown(table)
+    _log_table(client, run_id, table, markdown, ordered)
+    client.set_terminated(run_id, "FINISHED")
+    return SuiteSummary(suite_id, ordered, table, markdown, run_id)
+
+
+def _methods(cfg: ExperimentConfig) -> list[str]:
+    """Row order: the search's methods as configured, else its one method."""
+    return list(cfg.search.methods) or [cfg.method_name]
+
+
+def _room(cfg: ExperimentConfig) -> int:
+    """Task searches the cluster runs side by side: how many trials of one fit at once (at least 1)."""
+    from pipeline.tune.search import _concurrency
+
+    return _concurrency(cfg)
+
+
+def _tune_state_exists(cfg: ExperimentConfig, search_id: str) -> bool:
+    """A search of this id started before (its Tune experiment state is in storage): restore it, do not restart."""
+    from ray.tune import Tuner
+
+    return Tuner.can_restore(f"{cfg.storage_path.rstrip('/')}/{search_id}")
+
+
+def _registered(client, cfg: ExperimentConfig, search_id: str) -> bool:
+    """The search already registered a version (it finished, then the suite died before recording it)."""
+    from pipeline.tune.register import registered_name
+
+    name = registered_name(cfg)
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except Exception:  # noqa: BLE001 - no such model yet
+        return False
+    return any(v.tags.get("search_id") == search_id for v in versions)
+
+
+@ray.remote(num_cpus=0)  # waits on its search; the trials hold the CPUs
+def _task(cfg_dict: dict, task: dict, search_id: str, restore: bool, register: bool, parent: str, uri: str,
+          frozen: bool) -> dict:
+    """One task: its search, then every method's best trial (and the frozen backbone) on the report split."""
+    from pipeline.tune.search import run_search
+
+    cfg, t = ExperimentConfig.from_dict(cfg_dict), SuiteTask(**task)
+    try:
+        s = run_search(cfg, resume=search_id if restore else None, register=register, search_id=search_id,
+                       parent_run=parent)
+    except Exception as e:  # noqa: BLE001 - a task's failure is a table entry, the other tasks go on
+        return asdict(TaskResult(t.name, "failed", reason=_one_line(e), search_id=search_id))
+    steps = sum(tr.steps for tr in s.trials)
+    best = _best_per_method(s, cfg, uri)
+    if not best:
+        errors = [tr.error for tr in s.trials if tr.error]
+        why = f"every trial failed: {errors[0]}" if errors else "no trial reported the search metric"
+        return asdict(TaskResult(t.name, "failed", reason=why, search_id=search_id, trial_steps=steps))
+    from pipeline.data.tasks import get_task
+
+    res = {"num_cpus": cfg.train.cpus_per_worker, "num_gpus": 1 if cfg.train.use_gpu else 0}
+    scores = ray.get(_report_scores.options(**res).remote(cfg_dict, t.report_split, t.report_file, t.report_limit,
+                                                          {m: run for m, (_, run) in best.items()}, uri, frozen))
+    cells = {}
+    for method, (trial, _) in best.items():
+        cells[method] = Cell(scores[method], trial.trainable_params,
+                             sum(tr.steps for tr in s.trials if tr.method == method), trial.trial_id)
+    if frozen:
+        cells[FROZEN] = Cell(scores[FROZEN], 0, 0, None)
+    return asdict(TaskResult(t.name, "done", get_task(cfg.data.task).metric, None, search_id, cells, steps,
+                             s.model_name, s.version))
+
+
+def _best_per_method(s, cfg: ExperimentConfig, uri: str) -> dict:
+    """{method: (TrialSummary, MLflow run id)} of each method's best trial (ties: fewer steps, then trial id)."""
+    from pipeline.tracking.runs import experiment_id, find_run, mlflow_client
+    from pipeline.tune.search import SEARCH_TAG, TRIAL_TAG
+
+    sign = 1 if s.mode == "max" else -1
+    best: dict = {}
+    for tr in s.trials:
+        if tr.best is None:
+            continue
+        key = (-sign * tr.best, tr.steps, tr.trial_id)
+        if tr.method not in best or key < best[tr.method][0]:
+            best[tr.method] = (key, tr)
+    client = mlflow_client(uri)
+    exp_id = experiment_id(client, cfg)
+    return {m: (tr, find_run(client, exp_id, {SEARCH_TAG: s.search_id, TRIAL_TAG: tr.trial_id}))
+            for m, (_, tr) in best.items()}
+
+
+@ray.remote
+def _report_scores(cfg_dict: dict, split: str, path: str | None, limit: int | None, runs: dict, uri: str,
+                   frozen: bool) -> dict:
+    """{method: report-split score} of each method's best prompt (downloaded from its trial run), + frozen."""
+    import tempfile
+
+    from pipeline.data.tasks import get_task
+    from pipeline.predict import Predictor
+    from pipeline.tracking.runs import mlflow_client
+
+    cfg = ExperimentConfig.from_dict(cfg_dict)
+    key = f"val_{get_task(cfg.data.task).metric}"
+    client, out = mlflow_client(uri), {}
+    for method, run_id in runs.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            local = client.download_artifacts(run_id, "prompt", tmp)
+            out[method] = Predictor.load(local, max_length=cfg.data.max_length).evaluate(split, path, limit)[key]
+    if frozen:
+        out[FROZEN] = Predictor.frozen(cfg.backbone, cfg.data.task, cfg.data.max_length).evaluate(split, path,
+                                                                                                   limit)[key]
+    return out
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[-1] if text else ''}"[:300]
+
+
+def _log_table(client, run_id: str, table: dict, markdown: str, results: list[TaskResult]) -> None:
+    """table.md, table.json, one plot (score per method per task) and one metric per (task, method) cell."""
+    client.log_text(run_id, markdown, "table.md")
+    client.log_text(run_id, json.dumps(table_json(table), indent=2), "table.json")
+    for r in results:
+        for method, cell in r.cells.items():
+            if cell.score is not None:
+                client.log_metric(run_id, f"{r.task}.{method}", cell.score)
+    from pipeline.suite.plot import score_figure
+
+    client.log_figure(run_id, score_figure(table), "scores.png")
