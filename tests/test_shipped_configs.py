@@ -7,6 +7,7 @@ import pytest
 
 from pipeline.bench.config import load_bench_config
 from pipeline.config import load_config
+from pipeline.suite.config import load_suite_config
 
 from .conftest import ROOT
 
@@ -17,6 +18,8 @@ CONFIGS = sorted((ROOT / "jobs" / "configs").glob("*.yaml"))
 def test_shipped_config_loads(path):
     if path.name.startswith("bench-"):
         assert load_bench_config(path).backbone.name_or_path
+    elif path.name.startswith("suite-"):  # every task's experiment is built and validated too
+        assert load_suite_config(path).tasks
     else:
         cfg = load_config(path)
         assert cfg.name and cfg.train.max_steps >= cfg.train.eval_every
