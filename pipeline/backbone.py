@@ -63,12 +63,18 @@ def load_backbone(cfg: BackboneConfig, zero3_config: dict | None = None):
     kw = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
     hf_cfg = load_hf_config(cfg, path)
     cls = AutoModelForSeq2SeqLM if hf_cfg.is_encoder_decoder else AutoModelForCausalLM
-    keep = None
-    if zero3_config is not None:
-        from transformers.integrations import HfDeepSpeedConfig
+    from transformers.integrations import deepspeed as hf_ds
 
-        keep = HfDeepSpeedConfig(zero3_config)  # transformers holds it weakly: it must outlive from_pretrained
-    model = cls.from_pretrained(path, dtype=DTYPES[cfg.dtype], **kw)
+    keep, other = None, hf_ds._hf_deepspeed_config_weak_ref
+    if zero3_config is not None:
+        keep = hf_ds.HfDeepSpeedConfig(zero3_config)  # transformers holds it weakly: it must outlive from_pretrained
+    else:  # a ZeRO-3 model alive in this process (benchmarks, tests) must not make this load partitioned too
+        hf_ds.unset_hf_deepspeed_config()
+    try:
+        model = cls.from_pretrained(path, dtype=DTYPES[cfg.dtype], **kw)
+    finally:
+        if zero3_config is None:
+            hf_ds._hf_deepspeed_config_weak_ref = other
     model.requires_grad_(False)
     model._promptfarm_ds_config = keep  # keeps transformers' ZeRO-3 mode on for the model's lifetime (generate)
     return model, load_tokenizer(cfg, path), backbone_info(model, cfg)

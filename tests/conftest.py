@@ -57,6 +57,22 @@ def ray_head():
 
 
 @pytest.fixture(scope="session")
+def gloo_world():
+    """One gloo process group of one (rank 0) for the whole session, for tests that build DeepSpeed engines in this
+    process: DeepSpeed caches the first group it wraps, so a second group made after destroying the first breaks
+    it ("Group ... is not registered"). Of the launcher variables only LOCAL_RANK (which DeepSpeed's engine asserts)
+    stays in the environment: Ray clusters started later by other tests must not inherit a rank and world size."""
+    import os
+
+    from pipeline.train.zero import world_of_one
+
+    with world_of_one():
+        saved = {k: os.environ.pop(k) for k in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE")}
+        yield
+        os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
     """{'llama': dir, 't5': dir} holding tiny random models + tokenizers (hidden 32)."""
     from pipeline.tiny import write_tiny_model

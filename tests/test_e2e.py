@@ -9,13 +9,15 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from pipeline.config import load_config
-from pipeline.methods.io import TENSORS_FILE
+from pipeline.methods.io import CONFIG_FILE, TENSORS_FILE
+from pipeline.train.loop import OPTIMIZER_DIR
 
 from .conftest import ROOT
 
@@ -116,6 +118,10 @@ def test_zero3_two_workers_trains_dept_on_t5(tmp_path, ray_cluster, monkeypatch)
     artifact = mlflow_client(uri).download_artifacts(s.best_run_id, "prompt", str(tmp_path / "art"))
     logged = load_file(f"{artifact}/{TENSORS_FILE}")
     assert all(torch.equal(trained[k], logged[k]) for k in trained)
+    # The checkpoint merges both ranks' optimizer slices (exact resume); the logged prompt holds the prompt only.
+    assert {f.name for f in (Path(s.best_checkpoint) / OPTIMIZER_DIR).iterdir()} == {
+        f"optimizer-rank{r}.{ext}" for r in (0, 1) for ext in ("safetensors", "json")}
+    assert {f.name for f in Path(artifact).iterdir()} == {CONFIG_FILE, TENSORS_FILE}
 
     # Gathered from the ZeRO-3 shards: full shapes, and moved away from the seeded initialisation.
     model, _, info = load_backbone(cfg.backbone)

@@ -3,21 +3,13 @@ materialised whole on a rank; prompts still initialise from its (gathered) vocab
 
 from __future__ import annotations
 
-import os
+import subprocess
+import sys
 
-import pytest
 import torch
 
 
-@pytest.fixture
-def process_group():
-    from pipeline.train.zero import world_of_one
-
-    with world_of_one():
-        yield
-
-
-def test_zero3_backbone_is_partitioned_at_load(process_group, tiny_dirs):
+def test_zero3_backbone_is_partitioned_at_load(gloo_world, tiny_dirs):
     from pipeline import methods
     from pipeline.backbone import embedding_rows, load_backbone
     from pipeline.config import BackboneConfig, TrainConfig
@@ -38,19 +30,23 @@ def test_zero3_backbone_is_partitioned_at_load(process_group, tiny_dirs):
     assert method.prompt.shape == (3, info.hidden_size)
 
 
-def test_world_of_one_restores_the_environment_and_leaves_an_existing_group_alone(monkeypatch):
-    import torch.distributed as dist
-
-    from pipeline.train.zero import world_of_one
-
-    monkeypatch.setenv("MASTER_PORT", "1")  # a launcher's value must come back after the block
-    monkeypatch.delenv("RANK", raising=False)
-    with world_of_one():
-        assert dist.is_initialized() and dist.get_world_size() == 1
-        port = int(os.environ["MASTER_PORT"])
-        assert port not in (0, 1)  # the store's own bound port
-        with world_of_one():  # nested: the outer group is reused, not destroyed by the inner block
-            pass
-        assert dist.is_initialized()
-    assert not dist.is_initialized()
-    assert os.environ["MASTER_PORT"] == "1" and "RANK" not in os.environ
+def test_world_of_one_restores_the_environment_and_leaves_an_existing_group_alone():
+    # In a fresh interpreter: this test process may already hold the session's group (the gloo_world fixture).
+    code = """
+import os
+import torch.distributed as dist
+from pipeline.train.zero import world_of_one
+os.environ["MASTER_PORT"] = "1"  # a launcher's value must come back after the block
+os.environ.pop("RANK", None)
+with world_of_one():
+    assert dist.is_initialized() and dist.get_world_size() == 1
+    assert int(os.environ["MASTER_PORT"]) not in (0, 1)  # the store's own bound port
+    with world_of_one():  # nested: the outer group is reused, not destroyed by the inner block
+        pass
+    assert dist.is_initialized()
+assert not dist.is_initialized()
+assert os.environ["MASTER_PORT"] == "1" and "RANK" not in os.environ
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

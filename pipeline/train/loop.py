@@ -2,8 +2,9 @@
 
 Each trial: load the frozen backbone, build the method, `deepspeed.initialize`, train only the method's
 parameters, and every `eval_every` steps evaluate and `ray.train.report` the validation metrics with a
-checkpoint holding only the prompt (safetensors + JSON). Resumes from the last reported checkpoint when Ray
-restarts the worker group after a failure.
+checkpoint: the prompt (safetensors + JSON) and every rank's optimizer slice (pipeline.train.checkpoint). A
+worker group Ray restarts after a failure resumes from the last reported checkpoint exactly: same prompt, Adam
+moments, schedule position and data order as a run that never stopped.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import random
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -24,12 +26,16 @@ from pipeline.data.encode import Encoder, collate
 from pipeline.data.sources import load_examples
 from pipeline.data.tasks import get_task
 from pipeline.methods.base import count_trainable
-from pipeline.methods.io import load_prompt, save_prompt
+from pipeline.methods.io import CONFIG_FILE, TENSORS_FILE, load_prompt, read_prompt_meta, save_prompt
 from pipeline.prompted import PromptedModel
+from pipeline.train.checkpoint import load_optimizer, save_optimizer
 from pipeline.train.ds_config import ds_config
 from pipeline.train.evaluate import evaluate
 from pipeline.train.progress import EvalProgress, Progress
 from pipeline.train.zero import full_state
+
+OPTIMIZER_DIR = "optimizer"
+"""Subdirectory of a trial checkpoint holding every rank's optimizer slice (pipeline.train.checkpoint)."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -75,87 +81,85 @@ def _lr_lambda(warmup: int, total: int):
     return f
 
 
-def train_worker(loop_config: dict) -> None:
-    """Ray Train worker entry point; `loop_config` = {"experiment": dict, "context": dict}."""
-    import ray.train
-
-    cfg = ExperimentConfig.from_dict(loop_config["experiment"])
-    ctx = LoopContext(**loop_config["context"])
-    if not cfg.train.use_gpu:
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        # Ray starts workers with OMP_NUM_THREADS=1 unless told otherwise; a CPU worker should use the cores it
-        # reserved, rounded up (1.99 next to the trial driver's 0.01 on a 2-core machine gives 2 threads).
-        torch.set_num_threads(max(1, math.ceil(cfg.train.cpus_per_worker)))
+def build_engine(cfg: ExperimentConfig, prompted: PromptedModel, method, start_step: int):
+    """DeepSpeed engine over `prompted` training only `method`'s param groups (AdamW + warm-up/decay schedule,
+    fast-forwarded to `start_step`)."""
     import deepspeed
-    import deepspeed.utils
 
-    deepspeed.utils.logger.setLevel("WARNING")  # its per-step INFO lines would bury the progress lines
-
-    rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
-    if rank == 0 and ctx.trial_key:
-        from pipeline.tune.placement import record_current
-
-        record_current(ctx.trial_key)
-    device = ray.train.torch.get_device()
-    torch.manual_seed(cfg.seed)
-    task = get_task(cfg.data.task)
-
-    ds = ds_config(cfg.train, cfg.backbone.dtype)
-    model, tokenizer, info = load_backbone(cfg.backbone, zero3_config=ds if cfg.train.zero_stage == 3 else None)
-    method = methods.build(cfg.method, info, embedding_rows(model), seed=cfg.seed)
-    start_step = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            restored, meta = load_prompt(d, info)
-            method.load_state_dict(restored.state_dict())
-            start_step = int(meta["step"])
-        if start_step >= cfg.train.max_steps:
-            # Finished before its search driver died, but the restored search had not recorded it: end with the
-            # final result again (Tune requires the metric in a trial's last result); nothing is trained or logged.
-            ray.train.report(meta["metrics"])
-            return
-
-    enc = Encoder(tokenizer, info.is_seq2seq, cfg.data.max_length, cfg.data.max_target_length)
-    train_ex = load_examples(task, "train", cfg.data.train_file, cfg.data.max_train_samples, cfg.seed)
-    val_ex = load_examples(task, "validation", cfg.data.validation_file, cfg.data.max_eval_samples, cfg.seed)
-    features = enc.examples(task, train_ex)[rank::world]
-
-    prompted = PromptedModel(model, method, info.is_seq2seq)
     total = cfg.train.max_steps
     optimizer = torch.optim.AdamW(method.param_groups(), weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.train.warmup_steps, total))
     for _ in range(start_step):  # resume the schedule where the checkpoint left it
         scheduler.step()
     engine, _, _, _ = deepspeed.initialize(model=prompted, optimizer=optimizer, lr_scheduler=scheduler,
-                                           config=ds, dist_init_required=False)
-    tracker = _Tracker(ctx) if rank == 0 else None
+                                           config=ds_config(cfg.train, cfg.backbone.dtype), dist_init_required=False)
+    return engine
+
+
+def train_step(engine, stream, grad_accum: int, device, step: int, world: int, progress=None) -> list[float]:
+    """One optimizer step over `grad_accum` micro-batches from `stream`; their losses (rank-local)."""
+    engine.train()
+    losses = []
+    for _ in range(grad_accum):
+        batch = {k: v.to(device) for k, v in next(stream).items()}
+        loss = engine(**batch).loss
+        _check_finite(loss.detach(), step, world)
+        engine.backward(loss)
+        engine.step()  # DeepSpeed applies the update at the accumulation boundary only
+        losses.append(loss.item())
+        if progress is not None:
+            progress.add(losses[-1], int(batch["attention_mask"].sum()) * world)
+    return losses
+
+
+def train_worker(loop_config: dict) -> None:
+    """Ray Train worker entry point; `loop_config` = {"experiment": dict, "context": dict}."""
+    import ray.train
+
+    cfg = ExperimentConfig.from_dict(loop_config["experiment"])
+    ctx = LoopContext(**loop_config["context"])
+    rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
+    _setup_worker(cfg, ctx, rank)
+    device = ray.train.torch.get_device()
+    torch.manual_seed(cfg.seed)
+    task = get_task(cfg.data.task)
+    ds = ds_config(cfg.train, cfg.backbone.dtype)
+    model, tokenizer, info = load_backbone(cfg.backbone, zero3_config=ds if cfg.train.zero_stage == 3 else None)
+    method = methods.build(cfg.method, info, embedding_rows(model), seed=cfg.seed)
+    start_step, restored_dir = _restore_prompt(method, info)
+    if start_step >= cfg.train.max_steps:
+        # Finished before its search driver died, but the restored search had not recorded it: end with the
+        # final result again (Tune requires the metric in a trial's last result); nothing is trained or logged.
+        ray.train.report(read_prompt_meta(restored_dir)["metrics"])
+        return
+
+    enc = Encoder(tokenizer, info.is_seq2seq, cfg.data.max_length, cfg.data.max_target_length)
+    train_ex = load_examples(task, "train", cfg.data.train_file, cfg.data.max_train_samples, cfg.seed)
+    val_ex = load_examples(task, "validation", cfg.data.validation_file, cfg.data.max_eval_samples, cfg.seed)
+    features = enc.examples(task, train_ex)[rank::world]
+    engine = build_engine(cfg, PromptedModel(model, method, info.is_seq2seq), method, start_step)
+    if restored_dir is not None:
+        why = load_optimizer(engine, restored_dir / OPTIMIZER_DIR, rank, world, cfg.train.zero_stage)
+        if why and rank == 0:
+            print(f"[promptfarm] resuming at step {start_step} with fresh Adam moments: {why}", flush=True)
     stream = batches(features, cfg.train.batch_size, tokenizer.pad_token_id, cfg.seed + rank,
                      skip=start_step * cfg.train.grad_accum)
-    losses: list[float] = []
-    best = None
     label = f"trial {(ctx.trial_key or 'local').rpartition('/')[2]}"
-    progress = None
+    tracker = progress = None
     if rank == 0:
-        progress = Progress(label, start_step, total, cfg.train.progress_every, cfg.train.progress_seconds,
-                            log=tracker.log_metrics)
+        tracker = _Tracker(ctx)
+        progress = Progress(label, start_step, cfg.train.max_steps, cfg.train.progress_every,
+                            cfg.train.progress_seconds, log=tracker.log_metrics)
         print(f"[promptfarm] {label} training from step {start_step} on {torch.get_num_threads()} torch threads "
               f"(train.cpus_per_worker={cfg.train.cpus_per_worker:g}), {count_trainable(method):,} trainable params",
               flush=True)
-    for step in range(start_step + 1, total + 1):
-        engine.train()
-        for _ in range(cfg.train.grad_accum):
-            batch = {k: v.to(device) for k, v in next(stream).items()}
-            loss = engine(**batch).loss
-            _check_finite(loss.detach(), step, world)
-            engine.backward(loss)
-            engine.step()
-            losses.append(float(loss))
-            if progress is not None:
-                progress.add(float(loss), int(batch["attention_mask"].sum()) * world)
+    losses: list[float] = []
+    best = None
+    for step in range(start_step + 1, cfg.train.max_steps + 1):
+        losses += train_step(engine, stream, cfg.train.grad_accum, device, step, world, progress)
         if progress is not None:
             progress.step(step)
-        if step % cfg.train.eval_every and step != total:
+        if step % cfg.train.eval_every and step != cfg.train.max_steps:
             continue
         engine.eval()
         metrics = evaluate(engine.module, enc, task, val_ex, cfg.train.eval_batch_size, device,
@@ -163,17 +167,56 @@ def train_worker(loop_config: dict) -> None:
         metrics.update(step=step, train_loss=sum(losses) / len(losses), trainable_params=count_trainable(method),
                        resumed_from=start_step)  # > 0 after a worker-group restart from a prompt checkpoint
         losses.clear()
-        state = full_state(method)
         value = metrics[ctx.metric]
         improved = best is None or (value > best if ctx.mode == "max" else value < best)
         best = value if improved else best
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
-            if rank == 0:
-                save_prompt(tmp, cfg.method, state, info, task.name, extra={"step": step, "metrics": metrics})
-                tracker.log(metrics, step, tmp if improved else None)
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt)
+        _report(cfg, engine, method, info, task.name, step, metrics, rank, world, tracker, improved)
+
+
+def _setup_worker(cfg: ExperimentConfig, ctx: LoopContext, rank: int) -> None:
+    """CPU threads and accelerator, quiet DeepSpeed, and (rank 0) the placement record for release."""
+    if not cfg.train.use_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        # Ray starts workers with OMP_NUM_THREADS=1 unless told otherwise; a CPU worker should use the cores it
+        # reserved, rounded up (1.99 next to the trial driver's 0.01 on a 2-core machine gives 2 threads).
+        torch.set_num_threads(max(1, math.ceil(cfg.train.cpus_per_worker)))
+    import deepspeed.utils
+
+    deepspeed.utils.logger.setLevel("WARNING")  # its per-step INFO lines would bury the progress lines
+    if rank == 0 and ctx.trial_key:
+        from pipeline.tune.placement import record_current
+
+        record_current(ctx.trial_key)
+
+
+def _restore_prompt(method, info) -> tuple[int, Path | None]:
+    """(step, local checkpoint dir) of the checkpoint Ray restarted this worker group from, its prompt loaded into
+    `method`; (0, None) on a fresh start. The directory is kept: the optimizer state is read from it later."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0, None
+    local = Path(checkpoint.to_directory())
+    restored, meta = load_prompt(local, info)
+    method.load_state_dict(restored.state_dict())
+    return int(meta["step"]), local
+
+
+def _report(cfg, engine, method, info, task: str, step: int, metrics: dict, rank: int, world: int, tracker,
+            improved: bool) -> None:
+    """Every rank reports one checkpoint part (merged into one directory by Ray Train): rank 0 the prompt, every
+    rank its optimizer slice under optimizer/; rank 0 logs the metrics and, when improved, the prompt to MLflow."""
+    import ray.train
+
+    state = full_state(method)  # collective under ZeRO-3: every rank gathers
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / OPTIMIZER_DIR).mkdir()
+        save_optimizer(engine, Path(tmp) / OPTIMIZER_DIR, rank, world, cfg.train.zero_stage)
+        if rank == 0:
+            save_prompt(tmp, cfg.method, state, info, task, extra={"step": step, "metrics": metrics})
+            tracker.log(metrics, step, tmp if improved else None)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
 def _check_finite(loss: torch.Tensor, step: int, world: int) -> None:
@@ -210,5 +253,6 @@ class _Tracker:
         if self.client is None:
             return
         self.log_metrics(metrics, step)
-        if prompt_dir is not None:  # best-so-far prompt of this trial
-            self.client.log_artifacts(self.run_id, prompt_dir, artifact_path="prompt")
+        if prompt_dir is not None:  # best-so-far prompt of this trial: the two prompt files, not the optimizer
+            for name in (CONFIG_FILE, TENSORS_FILE):
+                self.client.log_artifact(self.run_id, str(Path(prompt_dir) / name), artifact_path="prompt")
