@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.bench.config import load_bench_config as load_config  # noqa: F401  (used by `promptfarm submit`)
 from pipeline.cli import app
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 
 from pipeline.cli import app
-from pipeline.config import load_config  # noqa: F401  (the CONFIG loader `promptfarm submit` validates with)
 
 
 def main(argv: list[str] | None = None) -> None:

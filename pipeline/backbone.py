@@ -8,7 +8,7 @@ import torch
 
 from pipeline.config import BackboneConfig
 from pipeline.methods.base import BackboneInfo
-from pipeline.train.zero import gathered
+from pipeline.train.zero import gathered, hf_zero3
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -63,18 +63,8 @@ def load_backbone(cfg: BackboneConfig, zero3_config: dict | None = None):
     kw = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
     hf_cfg = load_hf_config(cfg, path)
     cls = AutoModelForSeq2SeqLM if hf_cfg.is_encoder_decoder else AutoModelForCausalLM
-    from transformers.integrations import deepspeed as hf_ds
-
-    keep, other = None, hf_ds._hf_deepspeed_config_weak_ref
-    if zero3_config is not None:
-        keep = hf_ds.HfDeepSpeedConfig(zero3_config)  # transformers holds it weakly: it must outlive from_pretrained
-    else:  # a ZeRO-3 model alive in this process (benchmarks, tests) must not make this load partitioned too
-        hf_ds.unset_hf_deepspeed_config()
-    try:
+    with hf_zero3(zero3_config) as keep:
         model = cls.from_pretrained(path, dtype=DTYPES[cfg.dtype], **kw)
-    finally:
-        if zero3_config is None:
-            hf_ds._hf_deepspeed_config_weak_ref = other
     model.requires_grad_(False)
     model._promptfarm_ds_config = keep  # keeps transformers' ZeRO-3 mode on for the model's lifetime (generate)
     return model, load_tokenizer(cfg, path), backbone_info(model, cfg)

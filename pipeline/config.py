@@ -83,6 +83,9 @@ class TrainConfig:
     """Global gradient-norm clip (0 disables)."""
     zero_stage: Literal[2, 3] = 2
     """DeepSpeed ZeRO stage: 3 shards the frozen backbone across the trial's workers."""
+    zero3_persistence_threshold: int = field(default=100_000, metadata=rng(0))
+    """ZeRO-3: tensors with fewer elements stay whole on every rank (prompts, norms) instead of being re-gathered
+    every forward; 0 partitions everything."""
     num_workers: int = field(default=1, metadata=rng(1))
     """Ray Train workers (DeepSpeed ranks) per trial."""
     use_gpu: bool = False

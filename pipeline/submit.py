@@ -10,7 +10,6 @@ uploads it, honouring .gitignore), with MLFLOW_TRACKING_URI and other env vars s
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import re
 import shlex
@@ -25,6 +24,33 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 AGENT_WAIT_S = 60  # how long a submission waits for a freshly started head's job agent
 # Never uploaded with the working dir: local stores and caches the cluster must not see (Ray also skips .gitignore'd).
 EXCLUDES = [".git", ".venv", "ray_results", "mlruns", "mlruns.db", "mlartifacts", ".promptfarm", "*.pyc"]
+
+
+def _experiment(path: Path, keys: list[str]) -> list:
+    from pipeline.config import load_config
+
+    return [load_config(path, keys)]
+
+
+def _benchmark(path: Path, keys: list[str]) -> list:
+    from pipeline.bench.config import load_bench_config
+
+    return [load_bench_config(path, keys)]
+
+
+def _suite(path: Path, keys: list[str]) -> list:
+    from pipeline.suite.config import load_suite_config, task_config
+
+    suite = load_suite_config(path, keys)
+    return [task_config(suite, t) for t in suite.tasks]  # each task's search is checked like a search
+
+
+# The job entry points shipped in jobs/ and the loader of each one's CONFIG, returning the configs to pre-flight. The
+# library owns this table so it never imports jobs/; a test checks it names exactly the modules under jobs/.
+JOBS = {"search": _experiment, "train_one": _experiment, "evaluate": _experiment, "register": _experiment,
+        "benchmark": _benchmark, "suite": _suite}
+# the pre-flight rules each job's configs are checked with (a suite's tasks are searches)
+_CHECK_AS = {"suite": "search"}
 
 
 class SubmitError(ValueError):
@@ -83,10 +109,11 @@ def job_spec(job: str, config: Path, overrides: list[str], working_dir: Path, en
     """(entrypoint, runtime_env) of one job; validates the job name, the config and the job's pre-flight checks of
     files under `working_dir` (pipeline.preflight.check_submission) locally before anything is sent.
 
-    Each jobs/ module names the loader of its CONFIG as `load_config` (experiments, or the benchmark's own).
+    The CONFIG is validated by the job's own loader (JOBS): experiments, a benchmark's or a suite's config.
     """
-    module = f"jobs.{job.replace('-', '_')}"
-    if importlib.util.find_spec(module) is None:
+    name = job.replace("-", "_")
+    module = f"jobs.{name}"
+    if name not in JOBS:
         raise SubmitError(f"job {job!r} has no module {module}; expected one of {', '.join(job_names())}")
     working_dir = working_dir.resolve()
     try:
@@ -96,7 +123,8 @@ def job_spec(job: str, config: Path, overrides: list[str], working_dir: Path, en
                           "under it") from None
     # bad keys/values fail here, in one line, not minutes later on the cluster; options like --search-id pass through
     keys = [a for a in overrides if re.match(r"[A-Za-z_][\w.]*=", a)]
-    check_submission(module.rpartition(".")[2], importlib.import_module(module).load_config(config, keys), working_dir)
+    for cfg in JOBS[name](config, keys):
+        check_submission(_CHECK_AS.get(name, name), cfg, working_dir)
     env = dict(env)
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
@@ -107,11 +135,7 @@ def job_spec(job: str, config: Path, overrides: list[str], working_dir: Path, en
 
 def job_names() -> list[str]:
     """Job entry points shipped in jobs/ (module names, e.g. 'search', 'train_one')."""
-    import pkgutil
-
-    import jobs
-
-    return sorted(m.name for m in pkgutil.iter_modules(jobs.__path__) if not m.name.startswith("_"))
+    return sorted(JOBS)
 
 
 def submit(config: Path, overrides: list[str], address: str | None = None, job: str = "search",

@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 
 from pipeline.data.tasks import get_task, task_names
+from pipeline.train.zero import hf_zero3
 
 # Special ids follow T5's convention (pad=0, eos=1, unk=2) so one tokenizer serves both families.
 SPECIALS = ["<pad>", "</s>", "<unk>", "<s>"]
@@ -57,7 +58,8 @@ def build_tokenizer(family: Literal["llama", "t5"], vocab_size: int = 512):
 
 
 def build_model(family: Literal["llama", "t5"], vocab_size: int, hidden: int = 64, layers: int = 2, seed: int = 0):
-    """A randomly initialised LlamaForCausalLM or T5ForConditionalGeneration of width `hidden`."""
+    """A randomly initialised LlamaForCausalLM or T5ForConditionalGeneration of width `hidden`, always whole (a
+    ZeRO-3 model alive in this process must not make this one partitioned)."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, LlamaConfig, T5Config
 
     torch.manual_seed(seed)
@@ -66,12 +68,15 @@ def build_model(family: Literal["llama", "t5"], vocab_size: int, hidden: int = 6
                           num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                           max_position_embeddings=1024, bos_token_id=3, eos_token_id=1, pad_token_id=0,
                           tie_word_embeddings=False)
-        return AutoModelForCausalLM.from_config(cfg)
-    cfg = T5Config(vocab_size=vocab_size, d_model=hidden, d_kv=hidden // 4, d_ff=2 * hidden, num_layers=layers,
-                   num_decoder_layers=layers, num_heads=4, decoder_start_token_id=0, pad_token_id=0,
-                   eos_token_id=1, tie_word_embeddings=False,
-                   initializer_factor=0.1)  # T5's default init gives huge logits in a random model
-    return AutoModelForSeq2SeqLM.from_config(cfg)
+        cls = AutoModelForCausalLM
+    else:
+        cfg = T5Config(vocab_size=vocab_size, d_model=hidden, d_kv=hidden // 4, d_ff=2 * hidden, num_layers=layers,
+                       num_decoder_layers=layers, num_heads=4, decoder_start_token_id=0, pad_token_id=0,
+                       eos_token_id=1, tie_word_embeddings=False,
+                       initializer_factor=0.1)  # T5's default init gives huge logits in a random model
+        cls = AutoModelForSeq2SeqLM
+    with hf_zero3(None):
+        return cls.from_config(cfg)
 
 
 def write_tiny_model(family: Literal["llama", "t5"], path: str | Path, hidden: int = 64, seed: int = 0,

@@ -197,7 +197,7 @@ def test_prompt_artifact_files_share_mode_0644(tmp_path):
 
 
 def _summary(*statuses: str):
-    from pipeline.tune.search import SearchSummary, TrialSummary
+    from pipeline.records import SearchSummary, TrialSummary
 
     trials = [TrialSummary(f"t{i}", {}, 1, None, s, "pt", error="boom" if s == "failed" else None)
               for i, s in enumerate(statuses)]

@@ -130,8 +130,8 @@ def test_register_a_finished_search_from_its_mlflow_runs_alone(store, tiny_dirs)
     """`promptfarm register --search-id`: best reported value over every trial's history, only trials with a
     prompt, once per search."""
     from pipeline.config import ExperimentConfig
+    from pipeline.records import SEARCH_TAG
     from pipeline.tune.register import register_search
-    from pipeline.tune.search import SEARCH_TAG
 
     uri, client, make_run = store
     exp = client.get_experiment_by_name("t").experiment_id

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from pipeline.records import SearchSummary, TrialSummary
 from pipeline.tracking.plots import figures
 from pipeline.tune.report import summary_text
-from pipeline.tune.search import SearchSummary, TrialSummary
 
 
 def _summary() -> SearchSummary:

@@ -32,15 +32,19 @@ def test_tracking_uri_defaults_to_the_environment(monkeypatch):
 
 
 def test_every_shipped_job_module_is_submittable_with_its_own_kind_of_config():
-    assert {"search", "train_one", "evaluate", "register", "benchmark"} <= set(job_names())
+    shipped = sorted(p.stem for p in (ROOT / "jobs").glob("*.py") if not p.stem.startswith("_"))
+    assert job_names() == shipped  # the library's table of jobs names exactly the entry points in jobs/
     bench = ROOT / "jobs" / "configs" / "bench-tiny.yaml"
+    suite = ROOT / "jobs" / "configs" / "suite-tiny.yaml"
     for job in job_names():
-        config = bench if job == "benchmark" else SMOKE
+        config = {"benchmark": bench, "suite": suite}.get(job, SMOKE)
         assert job_spec(job, config, [], ROOT, {}, None)[0].startswith(f"python -m jobs.{job} ")
     with pytest.raises(ConfigError, match="batch_size"):  # a benchmark config is not an experiment
         job_spec("search", bench, [], ROOT, {}, None)
     with pytest.raises(ConfigError, match="warmup=0"):  # and is checked by the benchmark's own rules
         job_spec("benchmark", bench, ["warmup=0"], ROOT, {}, None)
+    with pytest.raises(ConfigError, match="tasks"):  # a suite config is checked by the suite's loader
+        job_spec("suite", SMOKE, [], ROOT, {}, None)
 
 
 @pytest.mark.parametrize(("job", "config", "args", "error", "match"), [

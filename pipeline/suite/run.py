@@ -157,8 +157,8 @@ def _task(cfg_dict: dict, task: dict, search_id: str, restore: bool, register: b
 
 def _best_per_method(s, cfg: ExperimentConfig, uri: str) -> dict:
     """{method: (TrialSummary, MLflow run id)} of each method's best trial (ties: fewer steps, then trial id)."""
+    from pipeline.records import SEARCH_TAG, TRIAL_TAG
     from pipeline.tracking.runs import experiment_id, find_run, mlflow_client
-    from pipeline.tune.search import SEARCH_TAG, TRIAL_TAG
 
     sign = 1 if s.mode == "max" else -1
     best: dict = {}

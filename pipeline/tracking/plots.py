@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pipeline.tune.search import SearchSummary
+    from pipeline.records import SearchSummary
 
 STYLE = {"completed": "-", "pruned": ":", "failed": "--"}
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from pipeline.records import better
 from pipeline.tracking.runs import mlflow_client
 
 CHAMPION = "champion"
@@ -17,10 +18,6 @@ def model_name(task: str, backbone: str) -> str:
     """Registered-model name for a (task, backbone) pair, e.g. 'sst2-llama-2-7b-hf'."""
     base = Path(backbone.rstrip("/")).name.lower()
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{task}-{base}")
-
-
-def _better(new: float, old: float, mode: str) -> bool:
-    return new > old if mode == "max" else new < old
 
 
 def _champion(client: MlflowClient, name: str):
@@ -36,7 +33,7 @@ def _best_version(client: MlflowClient, name: str, metric: str, mode: str):
         if mv.tags.get("metric") != metric or "metric_value" not in mv.tags:
             continue
         value = float(mv.tags["metric_value"])
-        if best is None or _better(value, best[0], mode) or (value == best[0] and int(mv.version) < int(best[1])):
+        if best is None or better(value, best[0], mode) or (value == best[0] and int(mv.version) < int(best[1])):
             best = (value, mv.version)
     return None if best is None else best[1]
 
@@ -89,7 +86,7 @@ def register_prompt(client: MlflowClient, name: str, run_id: str, metric: str, v
         client.create_registered_model(name)
     champ = _champion(client, name)
     if champ is not None and champ.tags.get("metric") == metric and \
-            not _better(value, float(champ.tags["metric_value"]), mode):
+            not better(value, float(champ.tags["metric_value"]), mode):
         return None, False
     model_info = log_prompt_model(client, run_id)
     mv = client.create_model_version(name, source=model_info.model_uri, run_id=run_id, model_id=model_info.model_id,

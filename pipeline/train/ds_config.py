@@ -27,8 +27,10 @@ def ds_config(train: TrainConfig, dtype: str) -> dict:
     elif dtype == "float16":
         cfg["fp16"] = {"enabled": True, "initial_scale_power": 12}
     if train.zero_stage == 3:
-        # Small tensors (the prompt, norms) stay resident instead of being gathered every forward. On GPU the
+        # CHOICE: tensors under 1e5 elements (the prompt, norms) stay resident instead of being gathered every
+        # forward: a PT-100 prompt at d=8192 (819K) is still partitioned, a LLaMA norm (8K) is not. On GPU the
         # next layers' all-gathers overlap compute (DeepSpeed's ZeRO-3 default; a 70B model moves ~140 GB per
         # rank per step); gloo on CPU has no side stream to overlap on.
-        cfg["zero_optimization"].update({"stage3_param_persistence_threshold": 1e5, "overlap_comm": train.use_gpu})
+        cfg["zero_optimization"].update({"stage3_param_persistence_threshold": train.zero3_persistence_threshold,
+                                         "overlap_comm": train.use_gpu})
     return cfg

@@ -28,6 +28,7 @@ from pipeline.data.tasks import get_task
 from pipeline.methods.base import count_trainable
 from pipeline.methods.io import CONFIG_FILE, TENSORS_FILE, load_prompt, read_prompt_meta, save_prompt
 from pipeline.prompted import PromptedModel
+from pipeline.records import better
 from pipeline.train.checkpoint import load_optimizer, save_optimizer
 from pipeline.train.ds_config import ds_config
 from pipeline.train.evaluate import evaluate
@@ -168,7 +169,7 @@ def train_worker(loop_config: dict) -> None:
                        resumed_from=start_step)  # > 0 after a worker-group restart from a prompt checkpoint
         losses.clear()
         value = metrics[ctx.metric]
-        improved = best is None or (value > best if ctx.mode == "max" else value < best)
+        improved = better(value, best, ctx.mode)
         best = value if improved else best
         _report(cfg, engine, method, info, task.name, step, metrics, rank, world, tracker, improved)
 

@@ -40,6 +40,27 @@ def full_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 @contextlib.contextmanager
+def hf_zero3(ds_config: dict | None) -> Iterator[object | None]:
+    """Model construction inside the block follows `ds_config`: a ZeRO-3 config builds partitioned models
+    (transformers' HfDeepSpeedConfig -> deepspeed.zero.Init); None builds whole ones even while a ZeRO-3 model is
+    alive in this process (benchmarks, tests), whose global config would otherwise partition them too. Yields the
+    HfDeepSpeedConfig to keep alive with the model (transformers holds it only weakly), or None."""
+    from transformers.integrations import deepspeed as hf_ds
+
+    other = hf_ds._hf_deepspeed_config_weak_ref
+    keep = None
+    if ds_config is not None:
+        keep = hf_ds.HfDeepSpeedConfig(ds_config)
+    else:
+        hf_ds.unset_hf_deepspeed_config()
+    try:
+        yield keep
+    finally:
+        if ds_config is None:
+            hf_ds._hf_deepspeed_config_weak_ref = other
+
+
+@contextlib.contextmanager
 def world_of_one() -> Iterator[None]:
     """A gloo process group of one (rank 0) if none exists, destroyed after; an existing group is left alone.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ray.tune import Callback
 
-from pipeline.tune.search import ended_as
+from pipeline.records import better, ended_as
 
 
 class MlflowTrialStatus(Callback):
@@ -15,9 +15,9 @@ class MlflowTrialStatus(Callback):
         self.max_steps = max_steps
 
     def _close(self, trial, outcome: str | None, reason: str | None) -> None:
+        from pipeline.records import SEARCH_TAG, TRIAL_TAG
         from pipeline.tracking.runs import find_run, mlflow_client
         from pipeline.tune.placement import release
-        from pipeline.tune.search import SEARCH_TAG, TRIAL_TAG
 
         release(f"{self.search_id}/{trial.trial_id}")
         client = mlflow_client(self.uri)
@@ -85,8 +85,7 @@ class ProgressLine(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         value = result.get(self.metric)
-        if value is None or (self.best is not None and not (
-                value > self.best[0] if self.mode == "max" else value < self.best[0])):
+        if value is None or not better(value, self.best[0] if self.best else None, self.mode):
             return
         self.best = (float(value), trial.trial_id, str((trial.config or {}).get("method.name", "")) or "-")
         self.echo(self.line(trials, f"trial {trial.trial_id} new best at step {result.get('step', '?')}"))

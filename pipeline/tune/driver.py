@@ -30,8 +30,8 @@ def make_driver(base: dict, metric: str, mode: str, uri: str, exp_id: str, paren
         from ray import tune
         from ray.tune.integration.ray_train import TuneReportCallback
 
+        from pipeline.records import SEARCH_TAG, TRIAL_TAG
         from pipeline.tracking.runs import get_or_create_run, mlflow_client
-        from pipeline.tune.search import SEARCH_TAG, TRIAL_TAG
 
         exp = ExperimentConfig.from_dict(trial_config(base, params))
         trial_id = tune.get_context().get_trial_id()

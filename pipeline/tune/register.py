@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from pipeline.config import ExperimentConfig
+from pipeline.records import better
 
 
 def registered_name(cfg: ExperimentConfig) -> str:
@@ -42,7 +43,7 @@ def best_trial_run(client, exp_id: str, search_id: str, metric: str, mode: str) 
 
     Every eval is in the run's metric history; the run's `prompt` artifact is the prompt at its best eval.
     """
-    from pipeline.tune.search import SEARCH_TAG
+    from pipeline.records import SEARCH_TAG
 
     runs = client.search_runs([exp_id], filter_string=f"tags.{SEARCH_TAG} = '{search_id}' and "
                                                       "tags.promptfarm.role = 'trial'", max_results=10000)
@@ -54,8 +55,10 @@ def best_trial_run(client, exp_id: str, search_id: str, metric: str, mode: str) 
         values = [m.value for m in client.get_metric_history(run.info.run_id, metric)]
         if not values or not any(a.path == "prompt" for a in client.list_artifacts(run.info.run_id)):
             continue
-        v = max(values) if mode == "max" else min(values)
-        if best is None or (v > best[1] if mode == "max" else v < best[1]):
+        v = values[0]
+        for x in values[1:]:
+            v = x if better(x, v, mode) else v
+        if better(v, best[1] if best else None, mode):
             best = (run.info.run_id, v)
     if best is None:
         raise LookupError(f"search {search_id!r}: no trial reported {metric} with a saved prompt")
@@ -64,8 +67,8 @@ def best_trial_run(client, exp_id: str, search_id: str, metric: str, mode: str) 
 
 def register_search(cfg: ExperimentConfig, search_id: str) -> tuple[str, str | None, bool, float]:
     """Register the best prompt of a finished search from its MLflow runs: (model, version, champion, value)."""
+    from pipeline.records import search_metric
     from pipeline.tracking.runs import experiment_id, mlflow_client, resolve_tracking_uri
-    from pipeline.tune.search import search_metric
 
     client = mlflow_client(resolve_tracking_uri(cfg.tracking.tracking_uri))
     metric, mode = search_metric(cfg)

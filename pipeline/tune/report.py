@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.tune.search import SearchSummary
+from pipeline.records import SearchSummary
 
 
 def _own_params(params: dict, method: str) -> dict:

@@ -12,84 +12,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config import ExperimentConfig, absolute_path
+from pipeline.records import SEARCH_TAG, TRIAL_TAG, SearchSummary, TrialSummary, better, ended_as, search_metric
 from pipeline.tune.space import lr_scale, search_space, to_ray
 
-TRIAL_TAG, SEARCH_TAG = "promptfarm.trial_id", "promptfarm.search_id"
 DRIVER_CPU = 0.01
 """CPUs reserved by each trial's driver fn, which only waits on its TorchTrainer."""
-
-
-@dataclass
-class TrialSummary:
-    """Outcome of one trial."""
-
-    trial_id: str
-    """Ray Tune trial id."""
-    params: dict
-    """Sampled hyperparameters (dotted config keys)."""
-    reports: int
-    """Number of evaluations reported (ASHA's time unit)."""
-    best: float | None
-    """Best value of the search metric over its reports."""
-    status: str
-    """'completed', 'pruned' or 'failed'."""
-    method: str = ""
-    """Prompt method of the trial."""
-    trainable_params: int | None = None
-    """Trainable parameters of the trial's method."""
-    steps: int = 0
-    """Optimizer steps run before the trial ended."""
-    wall_s: float = 0.0
-    """Trial wall time in seconds (as Tune measured it)."""
-    history: list = field(default_factory=list)
-    """(step, metric value) per report."""
-    error: str | None = None
-    """Failure reason, for failed trials."""
-
-
-@dataclass
-class SearchSummary:
-    """What a finished search produced."""
-
-    search_id: str
-    """Tune experiment name under storage_path; also tagged on every MLflow run."""
-    metric: str
-    """Metric optimised."""
-    mode: str
-    """'max' or 'min'."""
-    trials: list[TrialSummary] = field(default_factory=list)
-    """One entry per trial."""
-    best_trial: str | None = None
-    """Trial id of the best result."""
-    best_value: float | None = None
-    """Best metric value over all trials and reports."""
-    best_checkpoint: str | None = None
-    """Path (in Ray storage) of the best prompt checkpoint."""
-    best_run_id: str | None = None
-    """MLflow run of the best trial."""
-    model_name: str | None = None
-    """Registered model the best prompt was registered under."""
-    version: str | None = None
-    """Registered model version."""
-    champion: bool = False
-    """Whether the version became the `champion`."""
-
-
-def ended_as(reports: int, max_reports: int) -> str:
-    """Outcome of a trial that ended without error: 'completed' once it made all its reports, else 'pruned'."""
-    return "completed" if reports >= max_reports else "pruned"
-
-
-def search_metric(cfg: ExperimentConfig) -> tuple[str, str]:
-    """(reported metric key, mode): the configured metric or the task's main one; loss is minimised."""
-    from pipeline.data.tasks import get_task
-
-    name = cfg.search.metric or get_task(cfg.data.task).metric
-    return f"val_{name}", "min" if name == "loss" else "max"
 
 
 def resolve_paths(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -248,7 +178,9 @@ def summarize(grid, search_id: str, metric: str, mode: str, max_reports: int, me
         trial_id = (res.metrics or {}).get("trial_id") or (rows[-1]["trial_id"] if rows else "?")
         params = {k: v for k, v in (res.config or {}).items()}
         vals = [r[metric] for r in rows]
-        best = (max(vals) if mode == "max" else min(vals)) if vals else None
+        best = None
+        for v in vals:
+            best = v if better(v, best, mode) else best
         status = "failed" if res.error else ended_as(len(rows), max_reports)
         err = str(res.error).strip().splitlines()[-1][:500] if res.error else None
         last = rows[-1] if rows else {}
@@ -257,7 +189,7 @@ def summarize(grid, search_id: str, metric: str, mode: str, max_reports: int, me
             int(last["trainable_params"]) if "trainable_params" in last else None, int(last.get("step", 0)),
             float(last.get("time_total_s", 0.0)), [(int(r.get("step", 0)), float(r[metric])) for r in rows], err))
         for r in rows:
-            if best_row is None or (r[metric] > best_row[metric] if mode == "max" else r[metric] < best_row[metric]):
+            if best_row is None or better(r[metric], best_row[metric], mode):
                 best_row = r
     if best_row is not None:
         out.best_trial, out.best_value = best_row["trial_id"], float(best_row[metric])
