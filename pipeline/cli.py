@@ -125,7 +125,7 @@ def suite(config: Path, overrides: Overrides = None,
 def register(config: Path, overrides: Overrides = None,
              search_id: Annotated[str, typer.Option(help="Id printed by the finished search")] = "") -> None:
     """Register the best prompt of a finished search, from its MLflow trial runs, if it beats the champion."""
-    from pipeline.tune.register import register_search
+    from pipeline.tune.champion import register_search
 
     if not search_id:
         _fail(ValueError("--search-id is required: the id `promptfarm search` printed"))
@@ -147,7 +147,7 @@ def register(config: Path, overrides: Overrides = None,
 def pull(name: str, out: Annotated[Path, typer.Option(help="Directory to write the prompt into")] = Path("prompt"),
          alias: str = "champion", tracking_uri: Annotated[str | None, typer.Option()] = None) -> None:
     """Download a registered prompt (models:/NAME@ALIAS) into OUT."""
-    from pipeline.methods.io import PromptArtifactError
+    from pipeline.methods.artifact import PromptArtifactError
     from pipeline.preflight import check_tracking
     from pipeline.tracking.registry import pull as do_pull
     from pipeline.tracking.runs import resolve_tracking_uri
@@ -168,7 +168,7 @@ def predict(prompt_dir: Path, texts: list[str],
             backbone: Annotated[str | None, typer.Option(help="Override the recorded backbone id/path")] = None,
             field: Annotated[str | None, typer.Option(help="Task input to fill (default: first)")] = None) -> None:
     """Load backbone + prompt and print the predicted label for each TEXT."""
-    from pipeline.methods.io import PromptArtifactError
+    from pipeline.methods.artifact import PromptArtifactError
     from pipeline.predict import Predictor
 
     if not prompt_dir.is_dir():
@@ -199,7 +199,7 @@ def evaluate(model: Annotated[str, typer.Argument(help="NAME[@ALIAS] (default al
     from pipeline.preflight import check_evaluate, check_tracking
     from pipeline.tracking.registry import evaluate_frozen, evaluate_registered
     from pipeline.tracking.runs import resolve_tracking_uri
-    from pipeline.tune.register import registered_name
+    from pipeline.tune.champion import registered_name
 
     name, _, at = model.partition("@")
     if model.endswith((".yaml", ".yml")):
@@ -232,7 +232,7 @@ def evaluate(model: Annotated[str, typer.Argument(help="NAME[@ALIAS] (default al
 def export_peft(prompt_dir: Path, out: Path) -> None:
     """Write a PT prompt as a Hugging Face PEFT prompt-tuning adapter (PeftModel.from_pretrained loads OUT)."""
     from pipeline.export_peft import export_peft as run
-    from pipeline.methods.io import PromptArtifactError
+    from pipeline.methods.artifact import PromptArtifactError
 
     try:
         typer.echo(str(run(prompt_dir, out)))

@@ -16,10 +16,10 @@ from typing import Any, Literal
 from pipeline.schema import (  # noqa: F401  (re-exported: methods and tests import them from here)
     ConfigError,
     apply_overrides,
+    bounds,
     build_dataclass,
     parse_override,
     read_yaml,
-    rng,
 )
 
 
@@ -39,9 +39,9 @@ class BackboneConfig:
     """Allow model code from the hub; off unless the user opts in."""
     init_tiny: Literal["llama", "t5"] | None = None
     """Demo/test only: if name_or_path does not exist, first write a tiny random model of this family there."""
-    tiny_hidden: int = field(default=64, metadata=rng(8))
+    tiny_hidden: int = field(default=64, metadata=bounds(8))
     """Width of the init_tiny model (a multiple of 8: 4 heads of even size)."""
-    tiny_layers: int = field(default=2, metadata=rng(1))
+    tiny_layers: int = field(default=2, metadata=bounds(1))
     """Layers of the init_tiny model (T5: per stack)."""
 
 
@@ -53,62 +53,62 @@ class DataConfig:
     """Local JSONL/CSV/TSV training file; None loads the task's split from the hub."""
     validation_file: str | None = None
     """Local JSONL/CSV/TSV validation file; None loads the task's split from the hub."""
-    max_train_samples: int | None = field(default=None, metadata=rng(1))
+    max_train_samples: int | None = field(default=None, metadata=bounds(1))
     """Use at most this many training examples (deterministic shuffle by seed)."""
-    max_eval_samples: int | None = field(default=None, metadata=rng(1))
+    max_eval_samples: int | None = field(default=None, metadata=bounds(1))
     """Evaluate on at most this many validation examples."""
-    max_length: int = field(default=256, metadata=rng(8))
+    max_length: int = field(default=256, metadata=bounds(8))
     """Maximum input length in tokens before the prompt is added."""
-    max_target_length: int = field(default=8, metadata=rng(1))
+    max_target_length: int = field(default=8, metadata=bounds(1))
     """Maximum label length in tokens (label words, generated numbers)."""
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = field(default=1000, metadata=rng(1))
+    max_steps: int = field(default=1000, metadata=bounds(1))
     """Optimizer steps per trial (ASHA's max budget)."""
-    eval_every: int = field(default=100, metadata=rng(1))
+    eval_every: int = field(default=100, metadata=bounds(1))
     """Evaluate and report to Ray Tune every this many steps (one ASHA rung unit)."""
-    batch_size: int = field(default=16, metadata=rng(1))
+    batch_size: int = field(default=16, metadata=bounds(1))
     """Micro-batch size per worker."""
-    grad_accum: int = field(default=1, metadata=rng(1))
+    grad_accum: int = field(default=1, metadata=bounds(1))
     """Gradient accumulation steps."""
-    eval_batch_size: int = field(default=32, metadata=rng(1))
+    eval_batch_size: int = field(default=32, metadata=bounds(1))
     """Batch size per worker for evaluation."""
-    warmup_steps: int = field(default=0, metadata=rng(0))
+    warmup_steps: int = field(default=0, metadata=bounds(0))
     """Linear warm-up steps, then linear decay to zero at max_steps."""
-    weight_decay: float = field(default=1e-5, metadata=rng(0.0))
+    weight_decay: float = field(default=1e-5, metadata=bounds(0.0))
     """AdamW weight decay applied to prompt parameters."""
-    grad_clip: float = field(default=1.0, metadata=rng(0.0))
+    grad_clip: float = field(default=1.0, metadata=bounds(0.0))
     """Global gradient-norm clip (0 disables)."""
     zero_stage: Literal[2, 3] = 2
     """DeepSpeed ZeRO stage: 3 shards the frozen backbone across the trial's workers."""
-    zero3_persistence_threshold: int = field(default=100_000, metadata=rng(0))
+    zero3_persistence_threshold: int = field(default=100_000, metadata=bounds(0))
     """ZeRO-3: tensors with fewer elements stay whole on every rank (prompts, norms) instead of being re-gathered
     every forward; 0 partitions everything."""
-    num_workers: int = field(default=1, metadata=rng(1))
+    num_workers: int = field(default=1, metadata=bounds(1))
     """Ray Train workers (DeepSpeed ranks) per trial."""
     use_gpu: bool = False
     """One GPU per worker; False runs DeepSpeed's CPU accelerator with gloo."""
-    cpus_per_worker: float = field(default=1.0, metadata=rng(0.0, lo_open=True))
+    cpus_per_worker: float = field(default=1.0, metadata=bounds(0.0, lo_open=True))
     """CPUs reserved per worker."""
-    progress_every: int = field(default=10, metadata=rng(1))
+    progress_every: int = field(default=10, metadata=bounds(1))
     """Rank 0 prints a progress line (loss, steps/s, tokens/s, ETA) and logs train_loss every this many steps."""
-    progress_seconds: float = field(default=60.0, metadata=rng(0.0, lo_open=True))
+    progress_seconds: float = field(default=60.0, metadata=bounds(0.0, lo_open=True))
     """... or after this many seconds without one, whichever comes first (slow steps on CPU)."""
-    max_failures: int = field(default=1, metadata=rng(0))
+    max_failures: int = field(default=1, metadata=bounds(0))
     """Worker-group restarts per trial before the trial fails (resumes from the last prompt checkpoint)."""
 
 
 @dataclass
 class SearchConfig:
-    num_samples: int = field(default=8, metadata=rng(1))
+    num_samples: int = field(default=8, metadata=bounds(1))
     """Trials sampled from the search space."""
-    grace_period: int = field(default=1, metadata=rng(1))
+    grace_period: int = field(default=1, metadata=bounds(1))
     """ASHA: reports (evals) every trial gets before it may be stopped."""
-    reduction_factor: float = field(default=2.0, metadata=rng(1.0, lo_open=True))
+    reduction_factor: float = field(default=2.0, metadata=bounds(1.0, lo_open=True))
     """ASHA: keep the top 1/reduction_factor of trials at each rung."""
-    max_concurrent_trials: int | None = field(default=None, metadata=rng(1))
+    max_concurrent_trials: int | None = field(default=None, metadata=bounds(1))
     """Concurrent trials; None derives it from cluster resources per trial."""
     seed: int = 0
     """Seed of the search's sampling of hyperparameters."""
@@ -121,13 +121,13 @@ class SearchConfig:
     empty: only the `method` section."""
     method_grid: bool = False
     """With `methods`: every method gets num_samples trials (method.name is a grid), none left to chance."""
-    equal_budget: int | None = field(default=None, metadata=rng(1))
+    equal_budget: int | None = field(default=None, metadata=bounds(1))
     """Compare methods at the trainable-parameter budget of PT with this many tokens (None: method defaults)."""
     default_space: bool = True
     """Start from the method's default search space (False: search only the keys in `space`)."""
     space: dict[str, Any] = field(default_factory=dict)
     """Overrides of the method's default search space, e.g. {'method.lr': {'loguniform': [0.01, 1]}} (absolute)."""
-    lr_scale: float | None = field(default=None, metadata=rng(0.0, lo_open=True))
+    lr_scale: float | None = field(default=None, metadata=bounds(0.0, lo_open=True))
     """Factor on the default spaces' prompt learning rates (written for T5); None: the backbone's embedding RMS."""
 
 

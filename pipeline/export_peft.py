@@ -6,10 +6,9 @@
     from peft import PeftModel
     model = PeftModel.from_pretrained(base_model, "runs/sst2/peft")   # same backbone the prompt was trained on
 
-Only method 'pt' maps onto PEFT: its (n, d) prompt is exactly PEFT's `PromptEmbedding` table, which PEFT
-prepends to the input embeddings (decoder-only) or to the encoder input embeddings (T5) with mask 1, as
-`PromptedModel` does. The other methods (DePT's low-rank embedding offsets, EPT, LAMP, ...) have no PEFT
-equivalent and are refused.
+A method exports when it implements `PromptMethod.peft_prompt`: PT does (its (n, d) prompt is exactly PEFT's
+`PromptEmbedding` table, which PEFT prepends to the input embeddings (decoder-only) or to the encoder input
+embeddings (T5) with mask 1, as `PromptedModel` does); every other method refuses in one line, naming why.
 
 PEFT's format for PROMPT_TUNING (peft `BasePromptEncoder._get_adapter_state_dict`): one tensor
 "prompt_embeddings" of shape (num_virtual_tokens * num_transformer_submodules, token_dim). We always write
@@ -25,8 +24,8 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from pipeline.methods.artifact import load_prompt, read_prompt_meta
 from pipeline.methods.base import BackboneInfo
-from pipeline.methods.io import load_prompt, read_prompt_meta
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -54,16 +53,15 @@ def peft_config(meta: dict, num_tokens: int):
 def export_peft(prompt_dir: str | Path, out_dir: str | Path) -> Path:
     """Write `prompt_dir` (a PT artifact) to `out_dir` as a PEFT adapter; return `out_dir`.
 
-    Raises PromptArtifactError (a ValueError) for a missing/corrupt artifact and ValueError for any method
-    other than 'pt'.
+    Raises PromptArtifactError (a ValueError) for a missing/corrupt artifact and ValueError for a method with no
+    PEFT equivalent.
     """
     meta = read_prompt_meta(prompt_dir)
-    if meta["method"] != "pt":
-        raise ValueError(
-            f"cannot export {str(prompt_dir)!r} to PEFT: its method is {meta['method']!r}, but only vanilla "
-            "prompt tuning ('pt', an (n, d) prompt prepended to the input) has a PEFT equivalent")
     method, _ = load_prompt(prompt_dir, BackboneInfo(**meta["backbone"]), meta)  # validates tensor names and shapes
-    prompt = method.prompt.detach().to("cpu").float().contiguous()  # (n, d)
+    try:
+        prompt = method.peft_prompt().detach().to("cpu").float().contiguous()  # (n, d)
+    except ValueError as e:
+        raise ValueError(f"cannot export {str(prompt_dir)!r} to PEFT: {e}") from None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / (ADAPTER_WEIGHTS + ".tmp")

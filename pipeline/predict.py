@@ -10,7 +10,7 @@ import torch
 from pipeline.config import BackboneConfig
 from pipeline.data.encode import Encoder
 from pipeline.data.tasks import Task, get_task
-from pipeline.methods.io import load_prompt, read_prompt_meta
+from pipeline.methods.artifact import load_prompt, read_prompt_meta
 from pipeline.prompted import NoPrompt, PromptedModel
 from pipeline.train.evaluate import score_examples
 

@@ -1,7 +1,7 @@
 """Typed dataclasses from YAML: key, type and range validation with one-line errors, and `a.b=c` overrides.
 
 The machinery under `pipeline.config` (which re-exports these names): any dataclass whose fields carry
-`rng(...)` metadata and type hints is built from a nested dict by `build_dataclass`.
+`bounds(...)` (value-range) metadata and type hints is built from a nested dict by `build_dataclass`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message is one line naming key, value and what is allowed."""
 
 
-def rng(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> dict:
+def bounds(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> dict:
     """Field metadata declaring an inclusive range [lo, hi] (lower bound exclusive with lo_open)."""
     return {"range": (lo, hi, lo_open)}
 

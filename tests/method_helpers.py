@@ -4,8 +4,8 @@ import torch
 
 from pipeline import methods
 from pipeline.backbone import embedding_rows
+from pipeline.methods.artifact import load_prompt, save_prompt
 from pipeline.methods.base import BackboneInfo, PromptBatch
-from pipeline.methods.io import load_prompt, save_prompt
 
 VOCAB, HIDDEN = 300, 32
 

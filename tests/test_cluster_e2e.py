@@ -16,7 +16,7 @@ def test_submitted_smoke_search_tracks_to_the_mlflow_server_and_its_champion_pul
     from typer.testing import CliRunner
 
     from pipeline.cli import app
-    from pipeline.methods.io import read_prompt_meta
+    from pipeline.methods.artifact import read_prompt_meta
     from pipeline.submit import client
 
     monkeypatch.chdir(ROOT)

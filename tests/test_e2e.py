@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline.config import load_config
-from pipeline.methods.io import CONFIG_FILE, TENSORS_FILE
+from pipeline.methods.artifact import CONFIG_FILE, TENSORS_FILE
 from pipeline.train.loop import OPTIMIZER_DIR
 
 from .conftest import ROOT
@@ -137,7 +137,7 @@ def test_every_method_trains_through_deepspeed_in_a_ray_trial(tmp_path, ray_clus
     every trial completes and its checkpointed prompt moved away from the method's seeded initialisation."""
     from pipeline import methods
     from pipeline.backbone import embedding_rows, load_backbone
-    from pipeline.methods.io import load_prompt
+    from pipeline.methods.artifact import load_prompt
     from pipeline.tune.search import run_search
 
     monkeypatch.chdir(ROOT)

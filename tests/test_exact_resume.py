@@ -14,7 +14,7 @@ from pipeline.config import load_config
 from pipeline.data.encode import Encoder
 from pipeline.data.sources import load_examples
 from pipeline.data.tasks import get_task
-from pipeline.methods.io import load_prompt, save_prompt
+from pipeline.methods.artifact import load_prompt, save_prompt
 from pipeline.prompted import PromptedModel
 from pipeline.train.checkpoint import load_optimizer, save_optimizer
 from pipeline.train.ds_config import ds_config

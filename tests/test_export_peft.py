@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 from pipeline import methods
 from pipeline.backbone import embedding_rows
 from pipeline.export_peft import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_KEY, export_peft
+from pipeline.methods.artifact import TENSORS_FILE, PromptArtifactError, save_prompt
 from pipeline.methods.dept import DePTConfig
-from pipeline.methods.io import TENSORS_FILE, PromptArtifactError, save_prompt
 from pipeline.methods.pt import PTConfig
 from pipeline.prompted import PromptedModel
 
@@ -82,7 +82,7 @@ def test_peft_matches_prompted_model(fam, backbones, tmp_path):
 
 def test_non_pt_method_refused_in_one_line(backbones, tmp_path):
     _saved(DePTConfig(num_tokens=4, rank=2, max_length=16), "t5", backbones, tmp_path / "prompt")
-    with pytest.raises(ValueError, match=r"method is 'dept'.*only vanilla prompt tuning \('pt'") as e:
+    with pytest.raises(ValueError, match=r"method 'dept' has no Hugging Face PEFT equivalent: its low-rank") as e:
         export_peft(tmp_path / "prompt", tmp_path / "peft")
     assert "\n" not in str(e.value) and not (tmp_path / "peft").exists()
 

@@ -13,8 +13,8 @@ from pipeline.backbone import embedding_rows
 from pipeline.config import ExperimentConfig, apply_overrides
 from pipeline.data.encode import Encoder, collate
 from pipeline.data.tasks import get_task
+from pipeline.methods.artifact import load_prompt, save_prompt
 from pipeline.methods.base import Choice, PromptBatch, count_trainable
-from pipeline.methods.io import load_prompt, save_prompt
 from pipeline.prompted import PromptedModel
 
 FAMILIES = ["llama", "t5"]
@@ -117,3 +117,21 @@ def test_search_space_keys_are_valid_config_paths(name):
         section, _, field = key.partition(".")
         target = cfg.method if section == "method" else getattr(cfg, section)
         assert getattr(target, field) == value
+
+
+@pytest.mark.parametrize("name", methods.names())
+def test_is_a_prompt_method_and_exports_to_peft_or_says_why(name, backbones):
+    """Every method is a PromptMethod; PEFT export is a capability: the (n, d) prompt itself, or one line naming the
+    method and why it has no PEFT equivalent."""
+    from pipeline.methods.base import PromptMethod
+
+    method, cfg = _build(name, backbones["llama"])
+    assert isinstance(method, PromptMethod) and method.method_name == name and method.cfg is cfg
+    try:
+        table = method.peft_prompt()
+    except ValueError as e:
+        assert str(e).startswith(f"method {name!r} has no Hugging Face PEFT equivalent: ") and "\n" not in str(e)
+        assert type(method).no_peft != PromptMethod.no_peft  # its own reason, not the generic one
+        return
+    assert table.shape == (method.num_virtual_tokens(cfg), backbones["llama"][2].hidden_size)
+    assert any(table is p for p in method.parameters())  # the trained tensor itself, not a copy

@@ -9,7 +9,7 @@ import torch
 
 from pipeline import methods
 from pipeline.backbone import embedding_rows
-from pipeline.methods.io import TENSORS_FILE, save_prompt
+from pipeline.methods.artifact import TENSORS_FILE, save_prompt
 from pipeline.methods.pt import PTConfig
 from pipeline.tracking.registry import CHAMPION, pull, register_prompt
 
@@ -131,7 +131,7 @@ def test_register_a_finished_search_from_its_mlflow_runs_alone(store, tiny_dirs)
     prompt, once per search."""
     from pipeline.config import ExperimentConfig
     from pipeline.records import SEARCH_TAG
-    from pipeline.tune.register import register_search
+    from pipeline.tune.champion import register_search
 
     uri, client, make_run = store
     exp = client.get_experiment_by_name("t").experiment_id

@@ -11,32 +11,32 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline import methods
-from pipeline.config import BackboneConfig, ConfigError, build_dataclass, read_yaml, rng
+from pipeline.config import BackboneConfig, ConfigError, bounds, build_dataclass, read_yaml
 
 
 @dataclass
 class BenchConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     """Frozen backbone every row runs on (name_or_path, dtype, init_tiny for a tiny random model)."""
-    batch_size: int = field(default=8, metadata=rng(1))
+    batch_size: int = field(default=8, metadata=bounds(1))
     """Sequences per step, identical for every row."""
-    seq_len: int = field(default=64, metadata=rng(1))
+    seq_len: int = field(default=64, metadata=bounds(1))
     """Input length in tokens, excluding the virtual tokens a method adds."""
-    target_len: int = field(default=8, metadata=rng(1))
+    target_len: int = field(default=8, metadata=bounds(1))
     """Decoder length for encoder-decoder backbones (T5); unused by decoder-only ones."""
-    warmup: int = field(default=3, metadata=rng(1))
+    warmup: int = field(default=3, metadata=bounds(1))
     """Untimed steps per row first (optimizer state, allocator and kernel caches); memory is measured here."""
-    steps: int = field(default=20, metadata=rng(1))
+    steps: int = field(default=20, metadata=bounds(1))
     """Timed steps per row; tables report the median."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """'auto': cuda when available, else cpu."""
-    num_threads: int | None = field(default=None, metadata=rng(1))
+    num_threads: int | None = field(default=None, metadata=bounds(1))
     """torch intra-op threads on CPU (None: torch's default)."""
     methods: list[str] | None = None
     """Registered methods to benchmark (None: all of them)."""
     method_overrides: dict[str, dict] = field(default_factory=dict)
     """Per-method config values on top of the defaults, e.g. {dept: {max_length: 64}}."""
-    equal_budget: int | None = field(default=None, metadata=rng(1))
+    equal_budget: int | None = field(default=None, metadata=bounds(1))
     """Put every method at PT's budget of this many tokens via its budget_overrides (None: each method's defaults,
     which already are the papers' equal-parameter settings at PT-100)."""
     reference: str = "pt"
@@ -45,7 +45,7 @@ class BenchConfig:
     """Add Hugging Face PEFT's PromptTuning at the reference's prompt length as an external baseline."""
     seed: int = 0
     """Seed of the synthetic token batch and of every method's init."""
-    overhead_target_pct: float = field(default=3.0, metadata=rng(0.0))
+    overhead_target_pct: float = field(default=3.0, metadata=bounds(0.0))
     """Target for a method's own overhead, in % of its step (reported, never asserted)."""
     out_dir: str = "./.promptfarm/bench"
     """Directory receiving bench.md and bench.json."""

@@ -22,18 +22,22 @@ class MethodSpec:
     config_cls: type
     """Config dataclass (fields with one-line docstrings)."""
     module_cls: type
-    """nn.Module class built as module_cls(cfg, info, embed_rows, seed)."""
+    """PromptMethod subclass built as module_cls(cfg, info, embed_rows, seed)."""
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
-_NOT_METHODS = {"base", "io", "table"}  # helper modules beside the method files
+_NOT_METHODS = {"base", "artifact", "table"}  # helper modules beside the method files
 _LOADED = False
 
 
 def register(name: str, config_cls: type):
-    """Class decorator: register an nn.Module prompt method under `name` with its config dataclass."""
+    """Class decorator: register a PromptMethod subclass under `name` with its config dataclass."""
 
     def wrap(cls: type) -> type:
+        from pipeline.methods.base import PromptMethod
+
+        if not issubclass(cls, PromptMethod):
+            raise TypeError(f"prompt method {name!r}: {cls.__name__} must subclass pipeline.methods.base.PromptMethod")
         if name in _REGISTRY and _REGISTRY[name].module_cls is not cls:
             raise ValueError(f"prompt method {name!r} is registered twice")
         _REGISTRY[name] = MethodSpec(name, config_cls, cls)

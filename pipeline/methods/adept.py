@@ -25,25 +25,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import rng
+from pipeline.config import bounds
 from pipeline.methods import register
-from pipeline.methods.base import BackboneInfo, Choice, EmbedRows, PromptBatch, prepend_prompt
-from pipeline.methods.dept import init_short_prompt
+from pipeline.methods.base import (
+    BackboneInfo,
+    Choice,
+    EmbedRows,
+    PromptBatch,
+    PromptMethod,
+    init_short_prompt,
+    prepend_prompt,
+)
 
 
 @dataclass
 class ADePTConfig:
-    num_tokens: int = field(default=60, metadata=rng(0))
+    num_tokens: int = field(default=60, metadata=bounds(0))
     """Short prompt length m (60 in the reference README script)."""
-    rank: int | None = field(default=None, metadata=rng(0))
+    rank: int | None = field(default=None, metadata=bounds(0))
     """FFN bottleneck r; None: the largest r with m*d + r*(2d+1) + d <= budget_tokens*d (19 at d=768, m=60)."""
-    budget_tokens: int = field(default=100, metadata=rng(1))
+    budget_tokens: int = field(default=100, metadata=bounds(1))
     """PT prompt length l whose l*d parameter budget rank=None stays within (the paper compares against l=100)."""
-    dropout: float = field(default=0.1, metadata=rng(0.0, 1.0))
+    dropout: float = field(default=0.1, metadata=bounds(0.0, 1.0))
     """Dropout on the FFN pre-activation e W1 + b1, training only (p=0.1 hard-coded in the reference)."""
-    lr: float = field(default=0.3, metadata=rng(0.0, lo_open=True))
+    lr: float = field(default=0.3, metadata=bounds(0.0, lo_open=True))
     """Learning rate of the short prompt P (3e-1 or 4e-1 in the reference README)."""
-    lr_ffn: float = field(default=1e-4, metadata=rng(0.0, lo_open=True))
+    lr_ffn: float = field(default=1e-4, metadata=bounds(0.0, lo_open=True))
     """Learning rate of the FFN W1, b1, W2, b2 (1e-4 in the reference README)."""
     init: Literal["vocab", "random"] = "vocab"
     """Short prompt init, as PT: 'vocab': sampled vocabulary embeddings; 'random': U(-0.5, 0.5)."""
@@ -57,15 +64,15 @@ def resolve_rank(cfg: ADePTConfig, d: int) -> int:
 
 
 @register("adept", ADePTConfig)
-class ADePT(nn.Module):
+class ADePT(PromptMethod):
     """Adds a token-wise FFN offset to every input embedding, then prepends a short prompt."""
 
     paper = "ADePT, ICLR 2025, arXiv:2501.03291"
     inference_cost = "m extra tokens; d-r-d FFN on every input token"
+    no_peft = "its token-shared feed-forward offsets are not a PEFT prompt"
 
     def __init__(self, cfg: ADePTConfig, info: BackboneInfo, embed_rows: EmbedRows | None, seed: int) -> None:
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg, info, embed_rows, seed)
         d, r = info.hidden_size, resolve_rank(cfg, info.hidden_size)
         # Plain nn.Parameters (not an nn.Linear submodule): ZeRO-3 gathers a module's own parameters when its
         # forward runs, so the FFN weights must belong to this module. All float32, cast when applied.
@@ -118,6 +125,3 @@ class ADePT(nn.Module):
         """Equal-budget mode: FFN width derived so the total stays <= tokens*d (the paper's comparison)."""
         return {"budget_tokens": tokens, "rank": None}
 
-    @staticmethod
-    def num_virtual_tokens(cfg: ADePTConfig) -> int:
-        return cfg.num_tokens

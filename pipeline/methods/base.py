@@ -1,16 +1,8 @@
-"""The prompt-method plugin contract and the helpers every method shares.
+"""The prompt-method plugin contract (`PromptMethod`) and the helpers several methods share.
 
-A method is an `nn.Module` registered with `@register(name, ConfigClass)` in its own file. It is built as
-`cls(cfg, info, embed_rows)` and must provide:
-
-- `forward(batch: PromptBatch) -> PromptBatch`: rewrite the embedded batch (prepend prompt, add offsets; pad
-  masks with 1 and labels with -100 via `prepend_prompt`);
-- `param_groups() -> list[dict]`: optimizer groups over its own parameters, each with its own `lr`;
-- `search_space() -> dict[str, Dist]` (staticmethod): default ASHA space keyed by `method.<field>` or `train.<field>`;
-- `paper_param_count(cfg, info) -> int` (staticmethod): the paper's formula for trainable parameters;
-- `num_virtual_tokens(cfg) -> int` (staticmethod): tokens the method adds to the input sequence.
-
-Saving/loading (`pipeline.methods.io`) works on any method through its config and `state_dict`.
+A method is a `PromptMethod` subclass registered with `@register(name, ConfigClass)` in its own file, built as
+`cls(cfg, info, embed_rows, seed)`. Saving/loading (`pipeline.methods.artifact`) works on any method through its
+config and `state_dict`. A method file imports this module and the registry, never a sibling method.
 """
 
 from __future__ import annotations
@@ -18,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 
 @dataclass(frozen=True)
@@ -139,3 +132,82 @@ def init_from_vocab(embed_rows: EmbedRows | None, n: int, vocab_size: int, d: in
 def count_trainable(module: torch.nn.Module) -> int:
     """Number of elements over parameters that require grad (ZeRO-3-safe via ds_numel when partitioned)."""
     return sum(getattr(p, "ds_numel", p.numel()) for p in module.parameters() if p.requires_grad)
+
+
+def init_short_prompt(init: str, embed_rows: EmbedRows | None, m: int, info: BackboneInfo, seed: int) -> Tensor:
+    """(m, d) float32 prompt init, identical to PT's for the same (init, seed), so DePT/ADePT/EPT/LAMP start as PT.
+
+    'vocab': PT's sampled-vocab init (Lester et al. Sec. 2.2); 'random': U(-0.5, 0.5). (DePT's reference code
+    initialises from the text "Classify this text is postive or not:" tiled to m, train.py:198-205; there is no
+    per-task init text here.)
+    """
+    if init == "vocab":
+        return init_from_vocab(embed_rows, m, info.vocab_size, info.hidden_size, seed)
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(m, info.hidden_size, generator=gen) - 0.5
+
+
+def add_leading_offsets(emb: Tensor, off: Tensor) -> Tensor:
+    """(B, L, d) embeddings with `off` (n <= L, d) added to positions 0 .. n-1 and nothing added after them (the
+    DePT-style position-wise offset of the first input tokens)."""
+    # One broadcast add over the whole batch: zero rows past n are cheaper than slicing the batch, adding to the
+    # slice and concatenating it back (which copies every embedding once more, and again in backward).
+    return emb + F.pad(off, (0, 0, 0, emb.shape[1] - off.shape[0]))
+
+
+class PromptMethod(nn.Module):
+    """A soft-prompt method over a frozen backbone: its own parameters, how it rewrites an embedded batch, and what
+    the search, the budget and the reports need to know about it.
+
+    Subclasses implement `forward`, `param_groups`, `search_space` and `paper_param_count`; the rest has defaults.
+    Every trainable tensor is a direct `nn.Parameter` of the method (ZeRO-3 re-gathers a module's own parameters
+    around its forward), stored in float32 and cast to the batch dtype when applied.
+    """
+
+    method_name: ClassVar[str] = ""
+    """Registry key, set by `@register`."""
+    paper: ClassVar[str] = ""
+    """Citation shown in the methods table."""
+    inference_cost: ClassVar[str] = ""
+    """What the method adds at inference, in words (methods table)."""
+    no_peft: ClassVar[str] = "it is not a prompt table prepended to the input"
+    """Why the method has no PEFT equivalent, in one clause (methods that map onto PEFT override `peft_prompt`)."""
+
+    def __init__(self, cfg: Any, info: BackboneInfo, embed_rows: EmbedRows | None, seed: int) -> None:
+        """`cfg`: the method's config dataclass; `info`: the backbone; `embed_rows`: reads rows of its input
+        embedding for inits (None when loading a saved prompt, whose weights overwrite the init); `seed`: init RNG."""
+        super().__init__()
+        self.cfg = cfg
+
+    def forward(self, batch: PromptBatch) -> PromptBatch:
+        """Rewrite the embedded batch: prepend the prompt (`prepend_prompt` pads masks with 1 and labels with
+        -100), add offsets."""
+        raise NotImplementedError
+
+    def param_groups(self) -> list[dict]:
+        """Optimizer groups over the method's own parameters, each {'params', 'lr', 'name'}."""
+        raise NotImplementedError
+
+    @staticmethod
+    def search_space() -> dict[str, Dist]:
+        """Default ASHA space keyed by `method.<field>` or `train.<field>`."""
+        raise NotImplementedError
+
+    @staticmethod
+    def paper_param_count(cfg: Any, info: BackboneInfo) -> int:
+        """The paper's formula for the trainable parameters (tests compare it with the module's count)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def num_virtual_tokens(cfg: Any) -> int:
+        """Tokens the method adds to each input sequence."""
+        return cfg.num_tokens
+
+    @staticmethod
+    def budget_overrides(tokens: int) -> dict | None:
+        """Config values that put the method at PT's budget of `tokens` x d parameters (None: no such mode)."""
+        return None
+
+    def peft_prompt(self) -> Tensor:
+        """The (n, d) table a PEFT PROMPT_TUNING adapter holds, for methods that are exactly PT."""
+        raise ValueError(f"method {self.method_name!r} has no Hugging Face PEFT equivalent: {self.no_peft}")

@@ -22,29 +22,37 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import rng
+from pipeline.config import bounds
 from pipeline.methods import register
-from pipeline.methods.base import BackboneInfo, Choice, EmbedRows, PromptBatch, init_from_vocab, prepend_prompt
+from pipeline.methods.base import (
+    BackboneInfo,
+    Choice,
+    EmbedRows,
+    PromptBatch,
+    PromptMethod,
+    add_leading_offsets,
+    init_short_prompt,
+    prepend_prompt,
+)
 
 
 @dataclass
 class DePTConfig:
-    num_tokens: int = field(default=60, metadata=rng(0))
+    num_tokens: int = field(default=60, metadata=bounds(0))
     """Short prompt length m (60 in the paper's main T5-base setting)."""
-    rank: int | None = field(default=None, metadata=rng(0))
+    rank: int | None = field(default=None, metadata=bounds(0))
     """Rank r of A B; None: the largest r with m*d + r*(s+d) <= budget_tokens*d (30 at d=768, s=256, m=60)."""
-    budget_tokens: int = field(default=100, metadata=rng(1))
+    budget_tokens: int = field(default=100, metadata=bounds(1))
     """PT prompt length l whose l*d parameter budget rank=None matches (the paper compares against l=100)."""
-    max_length: int = field(default=256, metadata=rng(1))
+    max_length: int = field(default=256, metadata=bounds(1))
     """s: rows of A = leading input positions that get an offset (max_seq_length=256 in the released runs)."""
-    alpha: float = field(default=8.0, metadata=rng(0.0))
+    alpha: float = field(default=8.0, metadata=bounds(0.0))
     """Offset scale numerator: E' = E + alpha/sqrt(r) * A B (lora_alpha=8 in the reference code)."""
-    lr: float = field(default=0.3, metadata=rng(0.0, lo_open=True))
+    lr: float = field(default=0.3, metadata=bounds(0.0, lo_open=True))
     """Learning rate of the short prompt P (3e-1 or 4e-1 in the released runs)."""
-    lr_lowrank: float = field(default=1e-4, metadata=rng(0.0, lo_open=True))
+    lr_lowrank: float = field(default=1e-4, metadata=bounds(0.0, lo_open=True))
     """Learning rate of A and B (1e-4 .. 5e-3 in the released runs)."""
     init: Literal["vocab", "random"] = "vocab"
     """Short prompt init, as PT: 'vocab': sampled vocabulary embeddings; 'random': U(-0.5, 0.5)."""
@@ -57,35 +65,16 @@ def resolve_rank(cfg: DePTConfig, d: int) -> int:
     return max(0, (cfg.budget_tokens - cfg.num_tokens) * d // (cfg.max_length + d))
 
 
-def init_short_prompt(init: str, embed_rows: EmbedRows | None, m: int, info: BackboneInfo, seed: int) -> torch.Tensor:
-    """(m, d) float32 prompt init, identical to PT's for the same (init, seed), so DePT/ADePT start as PT.
-
-    The reference initialises from the text "Classify this text is postive or not:" tiled to m (train.py:198-205);
-    we have no per-task init text, so we use PT's sampled-vocab init (Lester et al. Sec. 2.2) instead.
-    """
-    if init == "vocab":
-        return init_from_vocab(embed_rows, m, info.vocab_size, info.hidden_size, seed)
-    gen = torch.Generator().manual_seed(seed)
-    return torch.rand(m, info.hidden_size, generator=gen) - 0.5
-
-
-def add_leading_offsets(emb: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
-    """(B, L, d) embeddings with `off` (n <= L, d) added to positions 0 .. n-1 and nothing added after them."""
-    # One broadcast add over the whole batch: zero rows past n are cheaper than slicing the batch, adding to the
-    # slice and concatenating it back (which copies every embedding once more, and again in backward).
-    return emb + F.pad(off, (0, 0, 0, emb.shape[1] - off.shape[0]))
-
-
 @register("dept", DePTConfig)
-class DePT(nn.Module):
+class DePT(PromptMethod):
     """Adds a position-wise low-rank offset to the first s input embeddings, then prepends a short prompt."""
 
     paper = "Shi & Lipani, ICLR 2024, arXiv:2309.05173"
     inference_cost = "m extra tokens; A B (s x d) computed once per batch"
+    no_peft = "its low-rank offsets of the input embeddings are not a PEFT prompt"
 
     def __init__(self, cfg: DePTConfig, info: BackboneInfo, embed_rows: EmbedRows | None, seed: int) -> None:
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg, info, embed_rows, seed)
         d, r = info.hidden_size, resolve_rank(cfg, info.hidden_size)
         # Every tensor is a direct nn.Parameter of this module (ZeRO-3 gathers them when this forward runs),
         # stored in float32 and cast to the batch dtype when applied.
@@ -142,6 +131,3 @@ class DePT(nn.Module):
         """Equal-budget mode: rank derived so m*d + r*(s+d) <= tokens*d (the paper's PT-100 comparison)."""
         return {"budget_tokens": tokens, "rank": None}
 
-    @staticmethod
-    def num_virtual_tokens(cfg: DePTConfig) -> int:
-        return cfg.num_tokens

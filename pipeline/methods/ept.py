@@ -33,35 +33,43 @@ from typing import Literal
 import torch
 from torch import nn
 
-from pipeline.config import rng
+from pipeline.config import bounds
 from pipeline.methods import register
-from pipeline.methods.base import BackboneInfo, Choice, EmbedRows, PromptBatch, prepend_prompt
-from pipeline.methods.dept import add_leading_offsets, init_short_prompt
+from pipeline.methods.base import (
+    BackboneInfo,
+    Choice,
+    EmbedRows,
+    PromptBatch,
+    PromptMethod,
+    add_leading_offsets,
+    init_short_prompt,
+    prepend_prompt,
+)
 
 
 @dataclass
 class EPTConfig:
-    num_tokens: int = field(default=60, metadata=rng(0))
+    num_tokens: int = field(default=60, metadata=bounds(0))
     """Short prompt length m (DePT's main setting; EPT's own value is unknown)."""
-    rank: int | None = field(default=None, metadata=rng(0))
+    rank: int | None = field(default=None, metadata=bounds(0))
     """Rank r of A B; None: the largest r keeping all parameters <= budget_tokens*d (15 at d=768, defaults)."""
-    budget_tokens: int = field(default=100, metadata=rng(1))
+    budget_tokens: int = field(default=100, metadata=bounds(1))
     """PT prompt length l whose l*d parameter budget rank=None matches (PT's 100 tokens)."""
-    max_length: int = field(default=256, metadata=rng(1))
+    max_length: int = field(default=256, metadata=bounds(1))
     """s: rows of A = leading input positions that get an offset (as DePT)."""
-    alpha: float = field(default=8.0, metadata=rng(0.0))
+    alpha: float = field(default=8.0, metadata=bounds(0.0))
     """Offset scale numerator: E' = E + alpha/sqrt(r) * A B (as DePT's reference code)."""
     fusion: bool = True
     """Prompt fusion: P_f = P + softmax(P B^T / sqrt(d)) B (parameter-free attention over the rows of B)."""
-    num_spaces: int = field(default=4, metadata=rng(1))
+    num_spaces: int = field(default=4, metadata=bounds(1))
     """N subspace projections mixed by the gate (1: no gate, the single space has weight 1)."""
-    space_rank: int = field(default=2, metadata=rng(0))
+    space_rank: int = field(default=2, metadata=bounds(0))
     """k: rank of each subspace projection D_k U_k (0 disables the multi-space projection)."""
-    lr: float = field(default=0.3, metadata=rng(0.0, lo_open=True))
+    lr: float = field(default=0.3, metadata=bounds(0.0, lo_open=True))
     """Learning rate of the short prompt P (DePT's 3e-1)."""
-    lr_lowrank: float = field(default=1e-4, metadata=rng(0.0, lo_open=True))
+    lr_lowrank: float = field(default=1e-4, metadata=bounds(0.0, lo_open=True))
     """Learning rate of A and B (DePT's 1e-4 .. 5e-3 grid)."""
-    lr_proj: float = field(default=1e-4, metadata=rng(0.0, lo_open=True))
+    lr_proj: float = field(default=1e-4, metadata=bounds(0.0, lo_open=True))
     """Learning rate of the projections D_k, U_k and the gate W_g."""
     init: Literal["vocab", "random"] = "vocab"
     """Short prompt init, as PT: 'vocab': sampled vocabulary embeddings; 'random': U(-0.5, 0.5)."""
@@ -90,15 +98,15 @@ def resolve_rank(cfg: EPTConfig, d: int) -> int:
 
 
 @register("ept", EPTConfig)
-class EPT(nn.Module):
+class EPT(PromptMethod):
     """DePT's short prompt + low-rank offsets, with the prompt fused with B and re-projected over N subspaces."""
 
     paper = "Lan et al., AAAI 2025, arXiv:2405.11464"
     inference_cost = "m extra tokens; offsets + fused prompt once per batch"
+    no_peft = "its multi-space projections and prompt fusion are not a PEFT prompt"
 
     def __init__(self, cfg: EPTConfig, info: BackboneInfo, embed_rows: EmbedRows | None, seed: int) -> None:
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg, info, embed_rows, seed)
         d, r, n, k = info.hidden_size, resolve_rank(cfg, info.hidden_size), cfg.num_spaces, cfg.space_rank
         # Every tensor is a direct nn.Parameter of this module (ZeRO-3 gathers them when this forward runs),
         # stored in float32 and cast to the batch dtype when applied. P, A, B and the offset scale are built
@@ -199,6 +207,3 @@ class EPT(nn.Module):
         """Equal-budget mode: rank derived so all parameters stay <= tokens*d."""
         return {"budget_tokens": tokens, "rank": None}
 
-    @staticmethod
-    def num_virtual_tokens(cfg: EPTConfig) -> int:
-        return cfg.num_tokens

@@ -26,21 +26,29 @@ from typing import Literal
 import torch
 from torch import nn
 
-from pipeline.config import ConfigError, rng
+from pipeline.config import ConfigError, bounds
 from pipeline.methods import register
-from pipeline.methods.base import BackboneInfo, Choice, EmbedRows, LogUniform, PromptBatch, prepend_prompt
-from pipeline.methods.dept import init_short_prompt
+from pipeline.methods.base import (
+    BackboneInfo,
+    Choice,
+    EmbedRows,
+    LogUniform,
+    PromptBatch,
+    PromptMethod,
+    init_short_prompt,
+    prepend_prompt,
+)
 
 
 @dataclass
 class LAMPConfig:
-    num_tokens: int = field(default=100, metadata=rng(1))
+    num_tokens: int = field(default=100, metadata=bounds(1))
     """Length l of the decomposed prompt before pooling (PT's 100)."""
-    rank: int = field(default=8, metadata=rng(1))
+    rank: int = field(default=8, metadata=bounds(1))
     """Truncated-SVD rank r, at most min(l, d) (8: 6,952 at d=768, the ~7K a summary quotes)."""
-    pool: int = field(default=2, metadata=rng(1))
+    pool: int = field(default=2, metadata=bounds(1))
     """Average-pooling kernel = stride along the prompt length; must divide num_tokens; l/pool tokens are added."""
-    lr: float = field(default=1e-3, metadata=rng(0.0, lo_open=True))
+    lr: float = field(default=1e-3, metadata=bounds(0.0, lo_open=True))
     """Learning rate of U, q and V."""
     init: Literal["vocab", "random"] = "vocab"
     """Prompt P0 decomposed at build, as PT: 'vocab': sampled vocabulary embeddings; 'random': U(-0.5, 0.5)."""
@@ -58,15 +66,15 @@ def check_pool(cfg: LAMPConfig) -> None:
 
 
 @register("lamp", LAMPConfig)
-class LAMP(nn.Module):
+class LAMP(PromptMethod):
     """Prepends the average-pooled rank-r reconstruction U diag(q) V^T of an SVD-decomposed prompt."""
 
     paper = "Lan, Xu et al., NAACL 2025, arXiv:2502.12200"
     inference_cost = "l/pool extra tokens; U diag(q) V^T once per batch"
+    no_peft = "its compressed outer-product prompt is not a PEFT prompt table"
 
     def __init__(self, cfg: LAMPConfig, info: BackboneInfo, embed_rows: EmbedRows | None, seed: int) -> None:
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg, info, embed_rows, seed)
         check_pool(cfg)  # also here: a config mutated after construction is not re-validated
         n, d, r = cfg.num_tokens, info.hidden_size, cfg.rank
         if not 1 <= r <= min(n, d):

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from pipeline.config import rng
+from pipeline.config import bounds
 from pipeline.methods import register
 from pipeline.methods.base import (
     BackboneInfo,
@@ -22,6 +22,7 @@ from pipeline.methods.base import (
     EmbedRows,
     LogUniform,
     PromptBatch,
+    PromptMethod,
     init_from_vocab,
     prepend_prompt,
 )
@@ -29,24 +30,23 @@ from pipeline.methods.base import (
 
 @dataclass
 class PTConfig:
-    num_tokens: int = field(default=100, metadata=rng(1))
+    num_tokens: int = field(default=100, metadata=bounds(1))
     """Soft prompt length n (Lester et al. use 100 for their headline results)."""
-    lr: float = field(default=0.3, metadata=rng(0.0, lo_open=True))
+    lr: float = field(default=0.3, metadata=bounds(0.0, lo_open=True))
     """Learning rate of the prompt (0.3 in Lester et al. Sec. 3)."""
     init: Literal["vocab", "random"] = "vocab"
     """'vocab': sampled vocabulary embeddings (Sec. 2.2); 'random': U(-0.5, 0.5)."""
 
 
 @register("pt", PTConfig)
-class PromptTuning(nn.Module):
+class PromptTuning(PromptMethod):
     """Prepends a trainable (n, d) prompt to every input."""
 
     paper = "Lester et al. 2021, arXiv:2104.08691"
     inference_cost = "n extra tokens per sequence"
 
     def __init__(self, cfg: PTConfig, info: BackboneInfo, embed_rows: EmbedRows | None, seed: int) -> None:
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg, info, embed_rows, seed)
         if cfg.init == "vocab":
             init = init_from_vocab(embed_rows, cfg.num_tokens, info.vocab_size, info.hidden_size, seed)
         else:
@@ -59,6 +59,10 @@ class PromptTuning(nn.Module):
 
     def param_groups(self) -> list[dict]:
         return [{"params": [self.prompt], "lr": self.cfg.lr, "name": "prompt"}]
+
+    def peft_prompt(self) -> torch.Tensor:
+        """PT's (n, d) prompt is exactly PEFT's PromptEmbedding table (prepended to the (encoder) input, mask 1)."""
+        return self.prompt
 
     @staticmethod
     def search_space() -> dict:
@@ -74,6 +78,3 @@ class PromptTuning(nn.Module):
         """Equal-budget mode: PT *is* the budget, tokens * d parameters."""
         return {"num_tokens": tokens}
 
-    @staticmethod
-    def num_virtual_tokens(cfg: PTConfig) -> int:
-        return cfg.num_tokens

@@ -18,11 +18,11 @@ def rows() -> list[dict[str, str]]:
     for name in methods.names():
         cls = methods.get(name).module_cls
         cfg = methods.config_class(name)()
-        row = {"method": name, "paper": getattr(cls, "paper", "")}
+        row = {"method": name, "paper": cls.paper}
         for label, info in REFERENCE.items():
             row[f"params {label}"] = f"{cls.paper_param_count(cfg, info):,}"
         row["prompt tokens"] = str(cls.num_virtual_tokens(cfg))
-        row["extra inference cost"] = getattr(cls, "inference_cost", "")
+        row["extra inference cost"] = cls.inference_cost
         out.append(row)
     return out
 

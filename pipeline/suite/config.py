@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import ConfigError, ExperimentConfig, build_dataclass, read_yaml, rng
+from pipeline.config import ConfigError, ExperimentConfig, bounds, build_dataclass, read_yaml
 from pipeline.schema import apply_overrides
 
 
@@ -21,7 +21,7 @@ class SuiteTask:
     """Local file of the report split (None: `report_split` of the task's hub dataset)."""
     report_split: str = "validation"
     """Split the table reports (the hub split name, or the split the report file holds)."""
-    report_limit: int | None = field(default=None, metadata=rng(1))
+    report_limit: int | None = field(default=None, metadata=bounds(1))
     """Score only the first N report examples (None: all)."""
     overrides: list[str] = field(default_factory=list)
     """Experiment overrides for this task only, e.g. ['train.max_steps=40']."""
@@ -38,13 +38,13 @@ class SuiteConfig:
     methods: dict[str, dict] | None = None
     """Methods of every task's search with their fixed values, e.g. {pt: {}, dept: {max_length: 64}} (None: the
     base experiment's search.methods)."""
-    budget: int | None = field(default=None, metadata=rng(1))
+    budget: int | None = field(default=None, metadata=bounds(1))
     """Equal parameter budget in PT tokens (search.equal_budget) for every method (None: the base's)."""
     tasks: list[SuiteTask] = field(default_factory=list)
     """Tasks, one ASHA search each; table columns in this order."""
     frozen: bool = True
     """Add the frozen backbone (no prompt) as a row, scored on every report split."""
-    concurrent: int = field(default=0, metadata=rng(0))
+    concurrent: int = field(default=0, metadata=bounds(0))
     """Task searches at once (0: as many as the cluster runs trials of one task side by side, at least 1)."""
     tracking_experiment: str | None = None
     """MLflow experiment of the suite run and every task search (None: the suite name)."""

@@ -129,7 +129,7 @@ def evaluate_frozen(cfg, tracking_uri: str, split: str = "validation", path: str
     """The frozen baseline of `cfg` (its backbone with no prompt, same task template and label words) on a split,
     logged as one run of 'promptfarm-evaluations' tagged baseline=frozen and the config's registered model name."""
     from pipeline.predict import Predictor
-    from pipeline.tune.register import registered_name
+    from pipeline.tune.champion import registered_name
 
     metrics = Predictor.frozen(cfg.backbone, cfg.data.task, cfg.data.max_length).evaluate(split, path, limit)
     client = mlflow_client(tracking_uri)
@@ -157,7 +157,7 @@ def pull(name_or_uri: str, out: str | Path, alias: str = CHAMPION, tracking_uri:
 
     import mlflow
 
-    from pipeline.methods.io import CONFIG_FILE, TENSORS_FILE, read_prompt_meta
+    from pipeline.methods.artifact import CONFIG_FILE, TENSORS_FILE, read_prompt_meta
 
     if ":/" in name_or_uri:
         uri = name_or_uri

@@ -25,8 +25,8 @@ from pipeline.config import ExperimentConfig
 from pipeline.data.encode import Encoder, collate
 from pipeline.data.sources import load_examples
 from pipeline.data.tasks import get_task
+from pipeline.methods.artifact import CONFIG_FILE, TENSORS_FILE, load_prompt, read_prompt_meta, save_prompt
 from pipeline.methods.base import count_trainable
-from pipeline.methods.io import CONFIG_FILE, TENSORS_FILE, load_prompt, read_prompt_meta, save_prompt
 from pipeline.prompted import PromptedModel
 from pipeline.records import better
 from pipeline.train.checkpoint import load_optimizer, save_optimizer

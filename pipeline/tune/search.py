@@ -105,7 +105,7 @@ def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool 
 
     log_search_plots(client, parent, summary)
     if (cfg.tracking.register if register is None else register) and summary.best_run_id:
-        from pipeline.tune.register import register_best
+        from pipeline.tune.champion import register_best
 
         summary.model_name, summary.version, summary.champion = register_best(
             client, cfg, search_id, metric, summary.best_value, mode, summary.best_run_id, len(summary.trials))

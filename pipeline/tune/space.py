@@ -46,10 +46,10 @@ def budget_values(name: str, tokens: int | None, key: str = "search.equal_budget
     """Config values that put method `name` at PT's budget of `tokens` tokens ({} when not in that mode)."""
     if tokens is None:
         return {}
-    cls = methods.get(name).module_cls
-    if not hasattr(cls, "budget_overrides"):
+    values = methods.get(name).module_cls.budget_overrides(tokens)
+    if values is None:
         raise ConfigError(f"{key}={tokens}: method {name!r} declares no budget_overrides")
-    return cls.budget_overrides(tokens)
+    return values
 
 
 REFERENCE_RMS = 10.0
