@@ -197,9 +197,8 @@ def evaluate(model: Annotated[str, typer.Argument(help="NAME[@ALIAS] (default al
     backbone with no prompt instead: zero-shot rank classification over the same template and label words.
     """
     from pipeline.preflight import check_evaluate, check_tracking
-    from pipeline.tracking.registry import evaluate_frozen, evaluate_registered
+    from pipeline.tracking.registry import evaluate_frozen, evaluate_registered, registered_name
     from pipeline.tracking.runs import resolve_tracking_uri
-    from pipeline.tune.champion import registered_name
 
     name, _, at = model.partition("@")
     if model.endswith((".yaml", ".yml")):

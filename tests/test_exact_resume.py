@@ -19,7 +19,7 @@ from pipeline.prompted import PromptedModel
 from pipeline.train.checkpoint import load_optimizer, save_optimizer
 from pipeline.train.ds_config import ds_config
 from pipeline.train.loop import OPTIMIZER_DIR, batches, build_engine, train_step
-from pipeline.train.zero import full_state
+from pipeline.zero import full_state
 
 from .conftest import FIXTURES, ROOT
 

@@ -44,7 +44,7 @@ def _rank(rank: int, world: int, store: str, tiny_dir: str, out: str) -> None:
     from pipeline.prompted import PromptedModel
     from pipeline.train.ds_config import ds_config
     from pipeline.train.loop import batches, build_engine, train_step
-    from pipeline.train.zero import full_state, is_partitioned
+    from pipeline.zero import full_state, is_partitioned
 
     results = {}
     for name, spec in METHODS.items():

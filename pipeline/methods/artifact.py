@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pipeline import __version__, methods
-from pipeline.config import ConfigError, build_dataclass
 from pipeline.methods.base import BackboneInfo
+from pipeline.schema import ConfigError, build_dataclass
 
 CONFIG_FILE = "prompt_config.json"
 TENSORS_FILE = "prompt.safetensors"

@@ -24,7 +24,6 @@ from typing import Literal
 import torch
 from torch import nn
 
-from pipeline.config import bounds
 from pipeline.methods import register
 from pipeline.methods.base import (
     BackboneInfo,
@@ -36,6 +35,7 @@ from pipeline.methods.base import (
     init_short_prompt,
     prepend_prompt,
 )
+from pipeline.schema import bounds
 
 
 @dataclass

@@ -26,7 +26,6 @@ from typing import Literal
 import torch
 from torch import nn
 
-from pipeline.config import ConfigError, bounds
 from pipeline.methods import register
 from pipeline.methods.base import (
     BackboneInfo,
@@ -38,6 +37,7 @@ from pipeline.methods.base import (
     init_short_prompt,
     prepend_prompt,
 )
+from pipeline.schema import ConfigError, bounds
 
 
 @dataclass

@@ -14,7 +14,6 @@ from typing import Literal
 import torch
 from torch import nn
 
-from pipeline.config import bounds
 from pipeline.methods import register
 from pipeline.methods.base import (
     BackboneInfo,
@@ -26,6 +25,7 @@ from pipeline.methods.base import (
     init_from_vocab,
     prepend_prompt,
 )
+from pipeline.schema import bounds
 
 
 @dataclass

@@ -112,7 +112,7 @@ def _tune_state_exists(cfg: ExperimentConfig, search_id: str) -> bool:
 
 def _registered(client, cfg: ExperimentConfig, search_id: str) -> bool:
     """The search already registered a version (it finished, then the suite died before recording it)."""
-    from pipeline.tune.champion import registered_name
+    from pipeline.tracking.registry import registered_name
 
     name = registered_name(cfg)
     try:

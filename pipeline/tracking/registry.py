@@ -8,6 +8,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from pipeline.config import ExperimentConfig
 from pipeline.records import better
 from pipeline.tracking.runs import mlflow_client
 
@@ -18,6 +19,11 @@ def model_name(task: str, backbone: str) -> str:
     """Registered-model name for a (task, backbone) pair, e.g. 'sst2-llama-2-7b-hf'."""
     base = Path(backbone.rstrip("/")).name.lower()
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{task}-{base}")
+
+
+def registered_name(cfg: ExperimentConfig) -> str:
+    """The config's registered model: tracking.model_name, else '<task>-<backbone basename>'."""
+    return cfg.tracking.model_name or model_name(cfg.data.task, cfg.backbone.name_or_path)
 
 
 def _champion(client: MlflowClient, name: str):
@@ -129,7 +135,6 @@ def evaluate_frozen(cfg, tracking_uri: str, split: str = "validation", path: str
     """The frozen baseline of `cfg` (its backbone with no prompt, same task template and label words) on a split,
     logged as one run of 'promptfarm-evaluations' tagged baseline=frozen and the config's registered model name."""
     from pipeline.predict import Predictor
-    from pipeline.tune.champion import registered_name
 
     metrics = Predictor.frozen(cfg.backbone, cfg.data.task, cfg.data.max_length).evaluate(split, path, limit)
     client = mlflow_client(tracking_uri)

@@ -33,7 +33,7 @@ from pipeline.train.checkpoint import load_optimizer, save_optimizer
 from pipeline.train.ds_config import ds_config
 from pipeline.train.evaluate import evaluate
 from pipeline.train.progress import EvalProgress, Progress
-from pipeline.train.zero import full_state
+from pipeline.zero import full_state
 
 OPTIMIZER_DIR = "optimizer"
 """Subdirectory of a trial checkpoint holding every rank's optimizer slice (pipeline.train.checkpoint)."""
@@ -56,7 +56,7 @@ class LoopContext:
     run_id: str | None = None
     """MLflow run of this trial."""
     trial_key: str | None = None
-    """'<search id>/<trial id>': where rank 0 records its placement group for release (pipeline.tune.placement)."""
+    """'<search id>/<trial id>': where rank 0 records its placement group for release (pipeline.train.placement)."""
 
 
 def batches(features: list[dict], batch_size: int, pad_id: int, seed: int, skip: int = 0):
@@ -185,7 +185,7 @@ def _setup_worker(cfg: ExperimentConfig, ctx: LoopContext, rank: int) -> None:
 
     deepspeed.utils.logger.setLevel("WARNING")  # its per-step INFO lines would bury the progress lines
     if rank == 0 and ctx.trial_key:
-        from pipeline.tune.placement import record_current
+        from pipeline.train.placement import record_current
 
         record_current(ctx.trial_key)
 

@@ -17,7 +17,7 @@ class MlflowTrialStatus(Callback):
     def _close(self, trial, outcome: str | None, reason: str | None) -> None:
         from pipeline.records import SEARCH_TAG, TRIAL_TAG
         from pipeline.tracking.runs import find_run, mlflow_client
-        from pipeline.tune.placement import release
+        from pipeline.train.placement import release
 
         release(f"{self.search_id}/{trial.trial_id}")
         client = mlflow_client(self.uri)

@@ -11,18 +11,11 @@ from pipeline.config import ExperimentConfig
 from pipeline.records import better
 
 
-def registered_name(cfg: ExperimentConfig) -> str:
-    """The config's registered model: tracking.model_name, else '<task>-<backbone basename>'."""
-    from pipeline.tracking.registry import model_name
-
-    return cfg.tracking.model_name or model_name(cfg.data.task, cfg.backbone.name_or_path)
-
-
 def register_best(client, cfg: ExperimentConfig, search_id: str, metric: str, value: float, mode: str,
                   run_id: str, n_trials: int) -> tuple[str, str | None, bool]:
     """Register trial run `run_id`'s best prompt (metric=value) under the config's model name, if it beats the
     champion. Returns (model name, version or None, whether it is the champion)."""
-    from pipeline.tracking.registry import register_prompt
+    from pipeline.tracking.registry import register_prompt, registered_name
 
     run = client.get_run(run_id)
     name = registered_name(cfg)
