@@ -11,6 +11,7 @@
     promptfarm pull sst2-tiny-llama --alias champion --out ./prompt
     promptfarm predict ./prompt "a gripping, funny film"
     promptfarm methods
+    promptfarm config [SECTION]
 """
 
 from __future__ import annotations
@@ -236,6 +237,18 @@ def export_peft(prompt_dir: Path, out: Path) -> None:
     try:
         typer.echo(str(run(prompt_dir, out)))
     except (PromptArtifactError, ValueError) as e:
+        _fail(e)
+
+
+@app.command("config")
+def show_config(section: Annotated[str | None, typer.Argument(help="train, data, search, ... or a method name")] = None
+                ) -> None:
+    """Print every config field (or one section's) with its type, default, allowed range and meaning."""
+    from pipeline.config_doc import experiment_fields, to_text
+
+    try:
+        typer.echo(to_text(experiment_fields(section)))
+    except ValueError as e:
         _fail(e)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import ExperimentConfig, absolute_path
@@ -46,23 +47,46 @@ def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool 
     from pipeline.preflight import check_run
 
     check_run(cfg, DRIVER_CPU)
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-
     from pipeline.backbone import ensure_backbone
-    from pipeline.tracking.runs import experiment_id, get_or_create_run, mlflow_client, resolve_tracking_uri
-    from pipeline.tune.callbacks import MlflowTrialStatus, ProgressLine
-    from pipeline.tune.driver import make_driver
 
     cfg = resolve_paths(cfg)
     ensure_backbone(cfg.backbone)
-    metric, mode = search_metric(cfg)
-    factor = lr_scale(cfg)
-    space = search_space(cfg, factor)
-    if factor != 1.0:
-        print(f"[promptfarm] default prompt learning rates x{factor:.4g} (search.lr_scale; None = the backbone's "
-              f"embedding RMS / pipeline.tune.space.REFERENCE_RMS)", flush=True)
     search_id = resume or search_id or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = _open_search_run(cfg, search_id, resume is not None, parent_run)
+    if ensure_ray(cfg):
+        _check_fits(cfg)
+    grid = _tuner(cfg, run, resume is not None).fit()
+    return _finish(cfg, run, summarize(grid, search_id, run.metric, run.mode, run.max_reports, cfg.method_name),
+                   register)
+
+
+@dataclass
+class _SearchRun:
+    """The MLflow side of one search: where its runs go and what it optimises."""
+
+    search_id: str
+    """Tune experiment name; tagged on every MLflow run of the search."""
+    uri: str
+    """MLflow tracking URI."""
+    client: object
+    """MlflowClient on `uri`."""
+    exp_id: str
+    """MLflow experiment id."""
+    parent: str
+    """MLflow run id of the search (the trials' parent)."""
+    metric: str
+    """Reported metric optimised, e.g. 'val_accuracy'."""
+    mode: str
+    """'max' or 'min'."""
+    max_reports: int
+    """Evaluations a trial that runs to max_steps reports (ASHA's max_t)."""
+
+
+def _open_search_run(cfg: ExperimentConfig, search_id: str, resuming: bool, parent_run: str | None) -> _SearchRun:
+    """Create (or on resume find) the search's parent MLflow run with its config; print the search id first."""
+    from pipeline.tracking.runs import experiment_id, get_or_create_run, mlflow_client, resolve_tracking_uri
+
+    metric, mode = search_metric(cfg)
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri)
     client = mlflow_client(uri)
     exp_id = experiment_id(client, cfg)
@@ -70,46 +94,60 @@ def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool 
     if parent_run:
         client.set_tag(parent, "mlflow.parentRunId", parent_run)
     client.log_text(parent, json.dumps(cfg.to_dict(), indent=2), "config.json")
-    print(f"[promptfarm] search id: {search_id} ({'resuming' if resume else 'new'}; MLflow {uri}, run {parent})",
+    print(f"[promptfarm] search id: {search_id} ({'resuming' if resuming else 'new'}; MLflow {uri}, run {parent})",
           flush=True)  # printed first: the id `--resume` needs if this driver dies
+    return _SearchRun(search_id, uri, client, exp_id, parent, metric, mode,
+                      -(-cfg.train.max_steps // cfg.train.eval_every))
 
-    if ensure_ray(cfg):
-        _check_fits(cfg)
-    max_reports = -(-cfg.train.max_steps // cfg.train.eval_every)
-    driver = make_driver(cfg.to_dict(), metric, mode, uri, exp_id, parent, search_id)
+
+def _tuner(cfg: ExperimentConfig, run: _SearchRun, resuming: bool):
+    """The Tuner of a new search (ASHA over the search space), or the restored Tuner of an interrupted one."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from pipeline.tune.callbacks import MlflowTrialStatus, ProgressLine
+    from pipeline.tune.driver import make_driver
+
+    driver = make_driver(cfg.to_dict(), run.metric, run.mode, run.uri, run.exp_id, run.parent, run.search_id)
     trainable = tune.with_resources(driver, {"CPU": DRIVER_CPU})  # the driver only waits; workers hold the CPUs
-    status_cb = MlflowTrialStatus(uri, exp_id, search_id, max_reports, cfg.train.max_steps)
-    path = f"{cfg.storage_path.rstrip('/')}/{search_id}"  # a URI (s3://...) or a mounted path
-    if resume:
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=False, restart_errored=False)
-    else:
-        tuner = tune.Tuner(
-            trainable, param_space=to_ray(space),
-            tune_config=tune.TuneConfig(
-                metric=metric, mode=mode, num_samples=cfg.search.num_samples,
-                search_alg=search_algorithm(cfg, cfg.search.max_concurrent_trials or _concurrency(cfg)),
-                scheduler=ASHAScheduler(time_attr="training_iteration", max_t=max_reports,
-                                        grace_period=min(cfg.search.grace_period, max_reports),
-                                        reduction_factor=cfg.search.reduction_factor)),
-            run_config=tune.RunConfig(name=search_id, storage_path=cfg.storage_path,
-                                      callbacks=[status_cb, ProgressLine(metric, mode, max_reports)],
-                                      failure_config=tune.FailureConfig(max_failures=0), verbose=1))
-    grid = tuner.fit()
-    summary = summarize(grid, search_id, metric, mode, max_reports, cfg.method_name)
-    if summary.best_trial is not None:
-        from pipeline.tracking.runs import find_run
+    path = f"{cfg.storage_path.rstrip('/')}/{run.search_id}"  # a URI (s3://...) or a mounted path
+    if resuming:
+        return tune.Tuner.restore(path, trainable=trainable, resume_errored=False, restart_errored=False)
+    factor = lr_scale(cfg)
+    if factor != 1.0:
+        print(f"[promptfarm] default prompt learning rates x{factor:.4g} (search.lr_scale; None = the backbone's "
+              f"embedding RMS / pipeline.tune.space.REFERENCE_RMS)", flush=True)
+    status_cb = MlflowTrialStatus(run.uri, run.exp_id, run.search_id, run.max_reports, cfg.train.max_steps)
+    return tune.Tuner(
+        trainable, param_space=to_ray(search_space(cfg, factor)),
+        tune_config=tune.TuneConfig(
+            metric=run.metric, mode=run.mode, num_samples=cfg.search.num_samples,
+            search_alg=search_algorithm(cfg, cfg.search.max_concurrent_trials or _concurrency(cfg)),
+            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=run.max_reports,
+                                    grace_period=min(cfg.search.grace_period, run.max_reports),
+                                    reduction_factor=cfg.search.reduction_factor)),
+        run_config=tune.RunConfig(name=run.search_id, storage_path=cfg.storage_path,
+                                  callbacks=[status_cb, ProgressLine(run.metric, run.mode, run.max_reports)],
+                                  failure_config=tune.FailureConfig(max_failures=0), verbose=1))
 
-        summary.best_run_id = find_run(client, exp_id, {SEARCH_TAG: search_id, TRIAL_TAG: summary.best_trial})
-        client.log_metric(parent, f"best_{metric}", summary.best_value)
+
+def _finish(cfg: ExperimentConfig, run: _SearchRun, summary: SearchSummary, register: bool | None) -> SearchSummary:
+    """Record the best trial and the plots on the search run, register the best prompt, close the run."""
     from pipeline.tracking.plots import log_search_plots
+    from pipeline.tracking.runs import find_run
 
-    log_search_plots(client, parent, summary)
+    if summary.best_trial is not None:
+        summary.best_run_id = find_run(run.client, run.exp_id, {SEARCH_TAG: run.search_id,
+                                                                TRIAL_TAG: summary.best_trial})
+        run.client.log_metric(run.parent, f"best_{run.metric}", summary.best_value)
+    log_search_plots(run.client, run.parent, summary)
     if (cfg.tracking.register if register is None else register) and summary.best_run_id:
         from pipeline.tune.champion import register_best
 
         summary.model_name, summary.version, summary.champion = register_best(
-            client, cfg, search_id, metric, summary.best_value, mode, summary.best_run_id, len(summary.trials))
-    client.set_terminated(parent, "FINISHED")
+            run.client, cfg, run.search_id, run.metric, summary.best_value, run.mode, summary.best_run_id,
+            len(summary.trials))
+    run.client.set_terminated(run.parent, "FINISHED")
     return summary
 
 

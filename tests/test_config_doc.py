@@ -1,0 +1,50 @@
+"""`promptfarm config`: every config field is shown with its type, default, range and its docstring from the code."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline import methods
+from pipeline.cli import app
+from pipeline.config import ExperimentConfig, TrainConfig
+from pipeline.config_doc import describe, experiment_fields, field_docstrings
+
+
+def test_every_field_of_every_section_and_method_has_its_docstring():
+    rows = experiment_fields()
+    keys = {(r.key, r.method) for r in rows}
+    for f in dataclasses.fields(TrainConfig):
+        assert (f"train.{f.name}", "") in keys
+    for name in methods.names():
+        for f in dataclasses.fields(methods.config_class(name)):
+            assert (f"method.{f.name}", name) in keys
+    missing = [r.key + (f" ({r.method})" if r.method else "") for r in rows if not r.doc]
+    assert not missing, f"fields without a docstring: {missing}"  # the config style: one line per field
+
+
+def test_values_are_read_from_the_code():
+    (row,) = [r for r in describe(ExperimentConfig) if r.key == "train.max_steps"]
+    assert row.type == "int" and row.default == repr(TrainConfig().max_steps) and row.range == "[1, inf]"
+    assert row.doc == field_docstrings(TrainConfig)["max_steps"]
+    (lr,) = [r for r in experiment_fields("pt") if r.key == "method.lr"]
+    assert lr.range.startswith("(0.0,")  # lo_open bound shown as an open interval
+
+
+def test_cli_prints_a_section_and_refuses_an_unknown_one_in_one_line():
+    out = CliRunner().invoke(app, ["config", "dept"])
+    assert out.exit_code == 0
+    assert "method.lr_lowrank: float = 0.0001" in out.output and "(method.name: dept)" in out.output
+    assert "train." not in out.output
+    bad = CliRunner().invoke(app, ["config", "trian"])
+    assert bad.exit_code == 2
+    assert "config section 'trian' does not exist; expected one of: backbone, data" in bad.output
+    assert bad.output.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize("section", ["backbone", "data", "train", "search", "tracking"])
+def test_each_section_lists_only_its_own_keys(section):
+    rows = experiment_fields(section)
+    assert rows and all(r.key.startswith(section + ".") for r in rows)
