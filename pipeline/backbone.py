@@ -35,6 +35,7 @@ def backbone_info(model, cfg: BackboneConfig) -> BackboneInfo:
         is_seq2seq=bool(c.is_encoder_decoder), hidden_size=model.get_input_embeddings().embedding_dim,
         vocab_size=model.get_input_embeddings().num_embeddings,
         num_layers=int(getattr(c, "num_hidden_layers", None) or c.num_layers), gguf=cfg.gguf,
+        quantization=cfg.quantization,
     )
 
 
@@ -61,6 +62,14 @@ def load_backbone(cfg: BackboneConfig, zero3_config: dict | None = None):
 
     path = ensure_backbone(cfg)
     kw = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    quant = quantization_config(cfg)
+    if quant is not None:
+        if zero3_config is not None:  # config load refuses this; a direct call gets the same answer
+            raise ValueError(f"backbone.quantization={cfg.quantization!r} cannot be loaded ZeRO-3-partitioned; "
+                             "expected train.zero_stage=2")
+        # bitsandbytes quantises while loading, on the device the weights land on: this process's GPU or the CPU
+        kw.update(quantization_config=quant,
+                  device_map={"": torch.cuda.current_device()} if torch.cuda.is_available() else "cpu")
     hf_cfg = load_hf_config(cfg, path)
     cls = AutoModelForSeq2SeqLM if hf_cfg.is_encoder_decoder else AutoModelForCausalLM
     with hf_zero3(zero3_config) as keep:
@@ -68,6 +77,30 @@ def load_backbone(cfg: BackboneConfig, zero3_config: dict | None = None):
     model.requires_grad_(False)
     model._promptfarm_ds_config = keep  # keeps transformers' ZeRO-3 mode on for the model's lifetime (generate)
     return model, load_tokenizer(cfg, path), backbone_info(model, cfg)
+
+
+def quantization_config(cfg: BackboneConfig):
+    """transformers' BitsAndBytesConfig for `cfg.quantization` (None for 'none'): nf4/fp4 pack the linear layers'
+    weights into 4 bits (blocks of 64 with one absmax scale each) and de-quantise them to the compute dtype per
+    matmul; int8 is LLM.int8(). Embeddings, norms and the LM head stay in `cfg.dtype`, so prompts live in the same
+    space as over the full-precision backbone."""
+    if cfg.quantization == "none":
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ImportError(f"backbone.quantization={cfg.quantization!r} needs the bitsandbytes package; expected it "
+                          "installed (pip install -c constraints.txt -e '.[quant]')")
+    from transformers import BitsAndBytesConfig
+
+    if cfg.quantization == "int8":
+        import warnings
+
+        # LLM.int8() casts float32 inputs to float16 and warns on every matmul (thousands of lines per trial)
+        warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=cfg.quantization,
+                              bnb_4bit_compute_dtype=DTYPES[cfg.quant_compute_dtype or cfg.dtype])
 
 
 def load_hf_config(cfg: BackboneConfig, path: str | None = None):

@@ -167,7 +167,10 @@ def pull(name: str, out: Annotated[Path, typer.Option(help="Directory to write t
 @app.command()
 def predict(prompt_dir: Path, texts: list[str],
             backbone: Annotated[str | None, typer.Option(help="Override the recorded backbone id/path")] = None,
-            field: Annotated[str | None, typer.Option(help="Task input to fill (default: first)")] = None) -> None:
+            field: Annotated[str | None, typer.Option(help="Task input to fill (default: first)")] = None,
+            quantization: Annotated[str | None, typer.Option(
+                help="Load the backbone quantised: none, nf4, fp4, int8 (default: as the prompt was trained)")] = None
+            ) -> None:
     """Load backbone + prompt and print the predicted label for each TEXT."""
     from pipeline.methods.artifact import PromptArtifactError
     from pipeline.predict import Predictor
@@ -176,8 +179,10 @@ def predict(prompt_dir: Path, texts: list[str],
         _fail(FileNotFoundError(f"prompt directory {str(prompt_dir.resolve())!r} not found; expected a directory "
                                 "holding prompt_config.json and prompt.safetensors (`promptfarm pull` writes one)"))
     try:
-        predictor = Predictor.load(prompt_dir, backbone=backbone)
-    except (PromptArtifactError, FileNotFoundError) as e:
+        if quantization not in (None, "none", "nf4", "fp4", "int8"):
+            raise ValueError(f"--quantization {quantization!r} is not allowed; expected none, nf4, fp4 or int8")
+        predictor = Predictor.load(prompt_dir, backbone=backbone, quantization=quantization)
+    except (PromptArtifactError, FileNotFoundError, ImportError, ValueError) as e:
         _fail(e)
     for text, label in zip(texts, predictor.predict(texts, field=field), strict=True):
         typer.echo(f"{label}\t{text}")

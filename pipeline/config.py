@@ -37,6 +37,10 @@ class BackboneConfig:
     """Dtype the frozen backbone is loaded in (bfloat16 on GPUs; float32 on CPU)."""
     trust_remote_code: bool = False
     """Allow model code from the hub; off unless the user opts in."""
+    quantization: Literal["none", "nf4", "fp4", "int8"] = "none"
+    """bitsandbytes quantisation of the frozen linear layers at load (EPT's 4-bit setting); embeddings stay whole."""
+    quant_compute_dtype: Literal["float32", "bfloat16", "float16"] | None = None
+    """Dtype 4-bit layers de-quantise to for their matmuls (None: backbone.dtype)."""
     init_tiny: Literal["llama", "t5"] | None = None
     """Demo/test only: if name_or_path does not exist, first write a tiny random model of this family there."""
     tiny_hidden: int = field(default=64, metadata=bounds(8))
@@ -190,6 +194,7 @@ class ExperimentConfig:
         for other in cfg.search.methods:
             _method_class(other, "search.methods")
         _check_task(cfg)
+        _check_quantization(cfg)
         return cfg
 
 
@@ -200,6 +205,18 @@ def _method_class(name: Any, key: str) -> type:
     if name not in methods.names():
         raise ConfigError(f"{key}: unknown prompt method {name!r}; expected one of: {', '.join(methods.names())}")
     return methods.config_class(name)
+
+
+def _check_quantization(cfg: ExperimentConfig) -> None:
+    """A quantised backbone trains under ZeRO-2 only. Measured (transformers 5.23, bitsandbytes 0.50.2, DeepSpeed
+    0.19.8): a ZeRO-3 load with a device_map is refused by transformers; without one zero.Init leaves the packed
+    uint8 weights whole on every rank (nothing sharded), and the ZeRO-3 engine would then partition them apart from
+    their quantisation state. ZeRO-2 keeps the frozen backbone whole per rank, which a 4-bit model affords."""
+    q = cfg.backbone.quantization
+    if q != "none" and cfg.train.zero_stage == 3:
+        raise ConfigError(f"backbone.quantization={q!r} with train.zero_stage=3: ZeRO-3 partitions every weight and "
+                          "bitsandbytes' packed quantised weights cannot be partitioned; expected train.zero_stage=2 "
+                          "(the quantised backbone is already small) or backbone.quantization=none")
 
 
 def _check_task(cfg: ExperimentConfig) -> None:

@@ -30,15 +30,17 @@ class Predictor:
 
     @classmethod
     def load(cls, prompt_dir: str | Path, backbone: str | None = None, dtype: str = "float32",
-             trust_remote_code: bool = False, max_length: int = 256) -> Predictor:
-        """Backbone from `backbone` or the id/path recorded in the prompt; method from the registry."""
+             trust_remote_code: bool = False, max_length: int = 256, quantization: str | None = None) -> Predictor:
+        """Backbone from `backbone` or the id/path recorded in the prompt, loaded with `quantization` (None: the
+        recorded one); method from the registry."""
         from pipeline.backbone import load_backbone
 
         meta = read_prompt_meta(prompt_dir)
         rec = meta["backbone"]
         bcfg = BackboneConfig(name_or_path=backbone or rec["name_or_path"],
                               revision=None if backbone else rec.get("revision"), dtype=dtype,
-                              gguf=None if backbone else rec.get("gguf"), trust_remote_code=trust_remote_code)
+                              gguf=None if backbone else rec.get("gguf"), trust_remote_code=trust_remote_code,
+                              quantization=quantization or rec.get("quantization", "none"))
         model, tok, info = load_backbone(bcfg)
         method, meta = load_prompt(prompt_dir, info, meta)
         prompted = PromptedModel(model, method.to(model.dtype), info.is_seq2seq).eval()

@@ -102,9 +102,14 @@ def check_data_file(task: str, key: str, path: str, split: str, base: Path | Non
 
 
 def check_backbone(b: BackboneConfig) -> None:
-    """The backbone resolves: its HF config loads (local directory, hub id, or GGUF converted into its cache)."""
-    from pipeline.backbone import load_hf_config
+    """The backbone resolves: its HF config loads (local directory, hub id, or GGUF converted into its cache), and
+    the quantisation it asks for is installed."""
+    from pipeline.backbone import load_hf_config, quantization_config
 
+    try:
+        quantization_config(b)
+    except ImportError as e:
+        raise PreflightError(str(e)) from None
     try:
         load_hf_config(b)
     except FileNotFoundError as e:  # GGUFError too: already one line naming the value

@@ -1,18 +1,16 @@
 """Adaptive decomposed prompt tuning (ADePT): Tang et al., "ADePT: Adaptive Decomposed Prompt Tuning for
 Parameter-Efficient Fine-tuning", ICLR 2025, arXiv:2501.03291.
 
-Method: DePT's position-indexed offset table A B is replaced by a token-shared feed-forward network, so each
-input token's offset depends on its own (frozen) embedding rather than on its position:
-e'_i = e_i + ReLU(e_i W1 + b1) W2 + b2 with W1 in R^{d x r}, W2 in R^{r x d}; the input is [P; E'] with a short
-prompt P in R^{m x d}. Budget: m*d + r*(2d+1) + d <= l*d with vanilla PT's l=100 (m=60, r=19 at d=768: 76,051).
-T5: only the encoder input changes.
+A short prompt P in R^{m x d} and a token-shared feed-forward network W1 in R^{d x r}, b1 in R^r, W2 in R^{r x d},
+b2 in R^d (W1 kaiming-uniform, the rest 0, so ADePT starts as PT). Each input token's offset depends on its own
+(frozen) embedding, not on its position. For embedded inputs E in R^{B x L x d}:
+    FFN(e) = relu(dropout(e W1 + b1)) W2 + b2      (every input position, padding included; float32)
+    E' = E + FFN(E) in R^{B x L x d};  input [P; E'] in R^{B x (m+L) x d}, mask extended with ones.
+Two learning rates: one for P, one for the FFN. Trainable parameters: m d + r (2d + 1) + d; rank=None takes the
+largest r within PT's l d budget, floor(((l - m) d - d) / (2d + 1)) (m=60, r=19 at l=100, d=768: 76,051).
+T5: only the encoder input changes; decoder-only: labels are padded with -100 over the prompt.
 
-Reference code (github.com/HungerPWAY/ADePT @ c5e3629, `--peft_type PROMPT_TUNING_LORAX`):
-- peft/tuners/prompt_tuning_lorax.py:131-153: W1 `lora_embedding_A` (d, r) kaiming_uniform_(a=sqrt(5)),
-  b1 `lora_embedding_a` (r) zeros, W2 `lora_embedding_B` (r, d) zeros, b2 `lora_embedding_b` (d) zeros;
-- peft/peft_model.py:1275-1306 (seq2seq; causal LM l.858-887): h = E W1 + b1, dropout(p=0.1) in training only,
-  E' = E + relu(h) W2 + b2 on every input position, then the prompt is prepended and the mask extended;
-- train.py:723-745: AdamW with two groups, prompt at --learning_rate and {W1, b1, W2, b2} at --lora_embedding_lr.
+Provenance (paper, reference code, choices): docs/methods/adept.md
 """
 
 from __future__ import annotations
@@ -76,7 +74,7 @@ class ADePT(PromptMethod):
         d, r = info.hidden_size, resolve_rank(cfg, info.hidden_size)
         # Plain nn.Parameters (not an nn.Linear submodule): ZeRO-3 gathers a module's own parameters when its
         # forward runs, so the FFN weights must belong to this module. All float32, cast when applied.
-        # The prompt init is PT's sampled-vocab init (the reference tiles a fixed text; see dept.init_short_prompt).
+        # The prompt init is PT's sampled-vocab init (the reference tiles a fixed text; see base.init_short_prompt).
         self.prompt = nn.Parameter(init_short_prompt(cfg.init, embed_rows, cfg.num_tokens, info, seed))  # (m, d)
         self.w1 = nn.Parameter(torch.zeros(d, r))  # down-projection
         self.b1 = nn.Parameter(torch.zeros(r))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,10 @@ def load_prompt(prompt_dir: str | Path, info: BackboneInfo, meta: dict | None = 
         raise PromptArtifactError(
             f"backbone mismatch: prompt in {str(prompt_dir)!r} was trained on {recorded.name_or_path!r}; "
             f"the loaded backbone {info.name_or_path!r} has {why}")
+    if recorded.quantization != info.quantization:  # same architecture: the prompt transfers
+        logging.getLogger("promptfarm").warning(
+            f"prompt in {str(prompt_dir)!r} was trained over a backbone quantised {recorded.quantization!r}; loading "
+            f"it over one quantised {info.quantization!r} (same architecture; scores may differ slightly)")
     method = methods.build(method_config_from_meta(meta), info)
     state = load_file(str(Path(prompt_dir) / TENSORS_FILE))
     expected = {k: tuple(v.shape) for k, v in method.state_dict().items()}

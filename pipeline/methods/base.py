@@ -37,6 +37,8 @@ class BackboneInfo:
     """Transformer layers (encoder layers for T5)."""
     gguf: str | None = None
     """GGUF file spec the backbone was converted from (None: loaded from name_or_path)."""
+    quantization: str = "none"
+    """Weight quantisation the backbone was loaded with ('none', 'nf4', 'fp4', 'int8'); a prompt transfers across."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict recorded in prompt_config.json."""

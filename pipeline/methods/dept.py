@@ -1,18 +1,16 @@
 """Decomposed prompt tuning (DePT): Shi & Lipani, "DePT: Decomposed Prompt Tuning for Parameter-Efficient
 Fine-tuning", ICLR 2024, arXiv:2309.05173.
 
-Sec. 2 (method): the length-l prompt of vanilla PT is split into a shorter prompt P in R^{m x d} and a pair of
-low-rank matrices A in R^{s x r}, B in R^{r x d} that update the frozen word embeddings of the first s input
-tokens, E' = E + A B; the input is [P; E']. Two learning rates, one for P and a separate one for (A, B).
-Equal budget with PT of length l: m*d + r*(s+d) = l*d, i.e. r = (l - m) d / (s + d) (m=60, r=30 at l=100,
-d=768, s=256: exactly 76,800 = 100 d). T5: only the encoder input changes.
+A short prompt P in R^{m x d} and low-rank factors A in R^{s x r}, B in R^{r x d} (A kaiming-uniform, B = 0, so
+DePT starts as PT). For embedded inputs E in R^{B x L x d} and n = min(L, s):
+    E'[:, i] = E[:, i] + alpha/sqrt(r) (A B)[i]   for i < n (no offset for i >= n; scale 0 when r = 0)
+    input [P; E'] in R^{B x (m+L) x d}, attention mask extended with ones over the prompt.
+Two learning rates: one for P, one for (A, B). Trainable parameters: m d + r (s + d); rank=None takes the
+equal-budget r = floor((l - m) d / (s + d)) against PT of length l (m=60, r=30 at l=100, d=768, s=256: exactly
+76,800 = 100 d). T5: only the encoder input changes; decoder-only: row i of A B goes to input token i of the
+right-padded batch and labels are padded with -100 over the prompt.
 
-Reference code (github.com/ZhengxiangShi/DePT @ f0266a7):
-- peft/tuners/prompt_tuning_lora.py:131-139: A (max_length, r) kaiming_uniform_(a=sqrt(5)), B (r, d) zeros,
-  scaling = lora_alpha / sqrt(r) with lora_alpha = 8 (l.62), 0 when r = 0 (l.133-136);
-- peft/peft_model.py:1074-1094 (seq2seq; causal LM l.827-841): E += scaling * A@B on all s padded positions,
-  then the prompt is prepended and the mask extended with ones;
-- train.py:595-622: AdamW with two groups, prompt at --learning_rate and {A, B} at --lora_embedding_lr.
+Provenance (paper, reference code, choices): docs/methods/dept.md
 """
 
 from __future__ import annotations

@@ -1,27 +1,22 @@
 """Efficient prompt tuning (EPT): Lan et al., "Efficient Prompt Tuning by Multi-Space Projection and Prompt
-Fusion", AAAI 2025, arXiv:2405.11464 (v3). EPT (reconstructed): the paper's text could not be read here.
+Fusion", AAAI 2025, arXiv:2405.11464 (v3).
 
-Only the abstract, the method's section names ("Prompt Decomposition", "Prompt Fusion", "Multi-Space
-Projection", "Reconstructed Prompt") and third-party summaries were available: no equations, no code (the
-paper links none). Equation numbers therefore cannot be cited. What comes from those sources:
-- Prompt Decomposition (abstract): the length-l soft prompt becomes a short prompt P in R^{m x d} plus two
-  low-rank matrices A in R^{s x r}, B in R^{r x d} that update the frozen input embeddings. This is DePT
-  (arXiv:2309.05173), implemented exactly as `pipeline.methods.dept`: E' = E + alpha/sqrt(r) A B on the
-  first s positions, two learning rates.
-- Prompt Fusion (abstract + summaries): low-rank matrices and short prompt act "as additional knowledge
-  sources to enrich the semantics of the short prompt", "via an attention mechanism".
-- Multi-Space Projection (abstract): the prompt is projected "into multiple subspaces", and a "gating network"
-  learns "the combination weights of different spaces".
-- Reconstructed Prompt (summaries): the reconstructed joint prompt replaces the short prompt in [P; E'].
-Everything else is our own choice, named at the place it is made ("CHOICE:"). The overall form is
+DePT's short prompt P in R^{m x d} and low-rank offsets A in R^{s x r}, B in R^{r x d} (built exactly as
+pipeline.methods.dept), with the prompt fused with B and re-projected over N rank-k subspaces. For embedded
+inputs E in R^{B x L x d}:
+    E'[:, i] = E[:, i] + alpha/sqrt(r) (A B)[i]  for i < min(L, s)   (offsets, as DePT)
     P_f = P + softmax(P B^T / sqrt(d)) B                          (fusion; skipped when fusion=False)
-    G   = softmax(P_f W_g) in R^{m x N}                           (per-token gate; rows sum to 1)
+    G   = softmax(P_f W_g) in R^{m x N}                           (per-token gate; rows sum to 1; 1/N if no gate)
     P*  = P_f + sum_k G[:, k] * (P_f D_k) U_k,  D_k in R^{d x k}, U_k in R^{k x d} = 0 at init
-and the input is [P*; E']. B = 0 and U_k = 0 at init, so EPT starts exactly as DePT with the same seed, and
-with num_spaces=1, fusion=False it *is* DePT while the up-projection stays zero.
-The paper also runs 4-bit quantised backbones: that is a backbone concern (how the frozen model is loaded),
-not part of this method, and is not implemented here.
-Parameters: m d + r (s + d) + N 2 d k + [N > 1 and k > 0] d N.
+and the input is [P*; E'] in R^{B x (m+L) x d}. B = 0 and U_k = 0 at init, so EPT starts exactly as DePT with
+the same seed, and with num_spaces=1, fusion=False it *is* DePT while the up-projection stays zero.
+Three learning rates: P, (A, B), and the projections with the gate.
+Parameters: m d + r (s + d) + N 2 d k + [N > 1 and k > 0] d N; rank=None takes the largest r within PT's l d
+budget (defaults m=60, N=4, k=2 at d=768, s=256: r=15, 46,080 + 15,360 + 12,288 + 3,072 = 76,800).
+T5: only the encoder input changes; decoder-only: labels are padded with -100 over the prompt.
+The paper's 4-bit quantised backbone is a backbone setting (backbone.quantization), not part of this method.
+
+Provenance (paper, reference code, choices): docs/methods/ept.md
 """
 
 from __future__ import annotations

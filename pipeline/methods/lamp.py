@@ -1,21 +1,15 @@
 """Low-parameters prompt tuning (LAMP): Lan, Xu et al., "Efficient and Effective Prompt Tuning via Prompt
 Decomposition and Compressed Outer Product", NAACL 2025 (long), arXiv:2502.12200.
 
-The paper's text could not be read here: only its abstract, the ACL Anthology record and third-party summaries
-were available, and there is no reference code. Equation numbers therefore cannot be cited. From those sources:
-- Prompt decomposition (abstract; summaries): a soft prompt P in R^{l x d} is decomposed by truncated SVD,
-  P ~= U_[:r] diag(Q_[:r]) V_[:r]^T, and only U in R^{l x r}, Q in R^r and V in R^{d x r} are trained (the
-  backbone is frozen); ULPT's related work describes the SVD as an initialisation.
-- Compressed outer product (abstract; one summary): C = sum_{i=1..r} M[:, i] (x) I[i, :], M and I being the
-  factors from the decomposition, to make prompt tokens interact.
-- Average pooling (abstract; "blockwise average pooling" in a summary) to cut memory and time.
-What we implement, with every unread detail marked "CHOICE:" where it is decided:
-    P0 = sampled-vocab init (as PT);  U, q, V = top-r SVD of P0 (trainable from then on)
-    C  = sum_i (U[:, i] q_i) (x) V[:, i] = U diag(q) V^T   in R^{l x d}
+A prompt P0 in R^{l x d} (PT's init) is decomposed once by truncated SVD; its factors are then trained freely:
+    U in R^{l x r}, q in R^r, V in R^{d x r} = top-r SVD of P0
+    C  = sum_i (U[:, i] q_i) (x) V[:, i] = U diag(q) V^T   in R^{l x d}   (compressed outer product)
     P* = AvgPool_{kernel=stride=pool}(C) along the length axis in R^{(l/pool) x d};  input [P*; X]
-Trainable parameters: r (l + d + 1); 6,952 at l=100, r=8, d=768 (PT's 76,800 / 11), matching the "about
-7,000" a summary quotes. No extra interaction term beyond the outer-product sum was found; none is added.
+with X in R^{B x L x d} the embedded input and the attention mask extended with ones over P*.
+Trainable parameters: r (l + d + 1); 6,952 at l=100, r=8, d=768 (PT's 76,800 / 11).
 T5: the prompt goes on the encoder input; decoder-only: labels are padded with -100 over it.
+
+Provenance (paper, reference code, choices): docs/methods/lamp.md
 """
 
 from __future__ import annotations
@@ -79,7 +73,7 @@ class LAMP(PromptMethod):
         n, d, r = cfg.num_tokens, info.hidden_size, cfg.rank
         if not 1 <= r <= min(n, d):
             raise ConfigError(f"lamp: rank={r} must be in [1, min(num_tokens={n}, hidden_size={d})={min(n, d)}]")
-        # CHOICE (initial P unknown): PT's init for the same (init, seed) (dept.init_short_prompt), so full rank
+        # CHOICE (initial P unknown): PT's init for the same (init, seed) (base.init_short_prompt), so full rank
         # with pool=1 starts exactly from PT's prompt. The SVD runs once, in float64 for an accurate
         # reconstruction, then U, q, V are free float32 parameters (no orthogonality is enforced: none is stated).
         # When loading a saved prompt P0 is zeros and the stored factors overwrite whatever the SVD gives.

@@ -1,9 +1,13 @@
 """Vanilla prompt tuning (PT): Lester, Al-Rfou & Constant 2021, "The Power of Scale for Parameter-Efficient
 Prompt Tuning", arXiv:2104.08691.
 
-Sec. 2: a prompt P_e in R^{n x d} is prepended to the embedded input, [P_e; X_e] in R^{(n+L) x d}; only P_e is
-trained. Sec. 2.2 / Fig. 3(b): "sampled vocab" initialisation from the 5,000 most common tokens. Trainable
-parameters: n * d. T5: the prompt goes on the encoder input (Sec. 2).
+A trainable prompt P in R^{n x d} (sampled-vocabulary init, or U(-0.5, 0.5)) is prepended to the embedded input
+X in R^{B x L x d}:
+    input [P; X] in R^{B x (n+L) x d}, attention mask extended with ones over the prompt.
+Only P is trained. Trainable parameters: n d (76,800 at n=100, d=768: the budget the other methods match).
+T5: the prompt goes on the encoder input; decoder-only: labels are padded with -100 over it.
+
+Provenance (paper, reference code, choices): docs/methods/pt.md
 """
 
 from __future__ import annotations
