@@ -187,3 +187,26 @@ def test_shipped_configs_load():
     gpu = load_bench_config(ROOT / "jobs" / "configs" / "bench-gpu.yaml")
     assert tiny.device == "cpu" and tiny.backbone.init_tiny == "llama" and tiny.include_peft
     assert gpu.device == "cuda" and gpu.backbone.dtype == "bfloat16" and gpu.backbone.init_tiny is None
+
+
+def test_quantised_rows_beside_full_precision(tmp_path):
+    """`quantized: [nf4]` adds the frozen backbone and the reference method over an nf4 load of the same backbone;
+    their ratios compare with the nf4 backbone, and the weight memory of each load is reported against the 0.3x
+    target (width 64: bitsandbytes' CPU 4-bit kernel needs layers at least one 64-block wide)."""
+    pytest.importorskip("bitsandbytes")
+    cfg = _cfg(tmp_path / "tiny64", tmp_path, "backbone.init_tiny=llama", "backbone.tiny_hidden=64",
+               "methods=[pt]", "quantized=[nf4]")
+    result = run_bench(cfg)
+    rows = {r.name: r for r in result.rows}
+    n = rows["pt"].virtual_tokens
+    assert {f"backbone-{SEQ}@nf4", f"backbone-{SEQ + n}@nf4", "pt@nf4"} <= set(rows)
+    q = rows["pt@nf4"]
+    assert q.quant == "nf4" and rows["pt"].quant == "none" and q.trainable_params == rows["pt"].trainable_params
+    assert q.vs_same_len == pytest.approx(q.step_ms / rows[f"backbone-{SEQ + n}@nf4"].step_ms)
+    assert rows["pt"].vs_same_len == pytest.approx(rows["pt"].step_ms / rows[f"backbone-{SEQ + n}"].step_ms)
+    w = result.env["weights_mib"]
+    assert 0 < w["nf4"] < w["none"]
+    (target,) = [t for t in result.targets if t.name == "nf4 backbone weights at most 0.3x of full precision"]
+    assert target.measured.startswith(f"{w['nf4'] / w['none']:.3f}x") and target.passed == (w["nf4"] / w["none"] <= 0.3)
+    assert any(t.name == "pt step over nf4 vs full precision (ratio reported)" for t in result.targets)
+    assert "Backbone weights (parameters + buffers): none" in result.markdown()

@@ -161,3 +161,30 @@ def test_a_missing_bitsandbytes_is_a_one_line_preflight_error(monkeypatch, tiny_
     with pytest.raises(PreflightError, match=r"backbone.quantization='fp4' needs the bitsandbytes package; expected"):
         check_backbone(b)
 
+
+
+@pytest.mark.parametrize("batch_rows", [1, 3])
+def test_prompt_gradient_over_nf4_equals_float32_over_the_dequantised_weights(tiny64, batch_rows):
+    """Gradients reach the prompt through bitsandbytes' 4-bit matmuls exactly as through float32 layers holding the
+    de-quantised weights (same loss, same prompt gradient); one-row batches take bitsandbytes' other kernel path."""
+    import bitsandbytes.functional as bnbf
+
+    q_model, tok, info = _load(tiny64, "llama", "nf4")
+    f_model, _, _ = _load(tiny64, "llama", "none")
+    with torch.no_grad():
+        for name, mod in q_model.named_modules():
+            if type(mod).__name__ == "Linear4bit":
+                w = mod.weight
+                f_model.get_submodule(name).weight.copy_(bnbf.dequantize_4bit(w.data, w.quant_state).float())
+    cfg = methods.config_class("pt")(num_tokens=4)
+    batch = {k: v[:batch_rows] for k, v in _batch(tok, info).items()}
+    out = []
+    for model in (q_model, f_model):
+        method = methods.build(cfg, info, embedding_rows(model), seed=0)
+        loss = PromptedModel(model, method, False).train()(**batch).loss
+        loss.backward()
+        out.append((loss.detach(), method.prompt.grad.clone()))
+    (lq, gq), (lf, gf) = out
+    assert gq.abs().sum() > 0
+    torch.testing.assert_close(lq, lf, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gq, gf, rtol=1e-3, atol=1e-6)

@@ -41,6 +41,9 @@ class BenchConfig:
     which already are the papers' equal-parameter settings at PT-100)."""
     reference: str = "pt"
     """Method the PEFT row mirrors (same number of virtual tokens) and the shorter-prompt target compares with."""
+    quantized: list[Literal["nf4", "fp4", "int8"]] = field(default_factory=list)
+    """Also load the backbone with each of these quantisations and time its frozen backbone and the reference method
+    over it (rows 'NAME@Q', timed round-robin with the full-precision rows; weight memory per quantisation)."""
     include_peft: bool = True
     """Add Hugging Face PEFT's PromptTuning at the reference's prompt length as an external baseline."""
     seed: int = 0

@@ -46,6 +46,8 @@ class Row:
     """The row's own overhead: (step - backbone step at the same total length) / step, in %."""
     vs_peft: float | None = None
     """step / step of HF PEFT's PromptTuning at the reference's prompt length."""
+    quant: str = "none"
+    """Quantisation of the backbone the row ran over ('none' = backbone.dtype); ratios compare within one."""
 
     @property
     def total_len(self) -> int:
@@ -65,12 +67,15 @@ class Target:
 
 
 def add_ratios(rows: list[Row]) -> None:
-    """Fill each row's ratio fields from the rows' medians (backbone rows are keyed by their total length)."""
-    backbones = {r.total_len: r for r in rows if r.kind == "backbone"}
-    limit = min(backbones.values(), key=lambda r: r.total_len, default=None)
+    """Fill each row's ratio fields from the rows' medians (backbone rows are keyed by their quantisation and total
+    length: a row is compared with the backbone it ran over)."""
+    backbones = {(r.quant, r.total_len): r for r in rows if r.kind == "backbone"}
+    limits = {}
+    for (quant, _), r in sorted(backbones.items(), key=lambda kv: -kv[1].total_len):
+        limits[quant] = r  # the shortest backbone row of each quantisation
     peft = next((r for r in rows if r.kind == "peft"), None)
     for r in rows:
-        same = backbones.get(r.total_len)
+        same, limit = backbones.get((r.quant, r.total_len)), limits.get(r.quant)
         r.vs_backbone = r.step_ms / limit.step_ms if limit else None
         r.vs_same_len = r.step_ms / same.step_ms if same else None
         r.overhead_pct = 100.0 * (r.step_ms - same.step_ms) / r.step_ms if same and r.kind != "backbone" else None
@@ -91,10 +96,27 @@ def targets(rows: list[Row], reference: str, overhead_pct: float) -> list[Target
                       f"{_f(ref and ref.step_ms)} ms vs {_f(peft and peft.step_ms)} ms",
                       None if ref is None or peft is None else ref.step_ms <= peft.step_ms))
     for r in rows:
-        if ref is not None and r.kind == "method" and r.virtual_tokens < ref.virtual_tokens:
+        if ref is not None and r.kind == "method" and r.quant == "none" and r.virtual_tokens < ref.virtual_tokens:
             out.append(Target(f"{r.name} ({r.virtual_tokens} tokens) faster per step than {reference} "
                               f"({ref.virtual_tokens} tokens)", f"{r.step_ms:.2f} ms vs {ref.step_ms:.2f} ms",
                               r.step_ms < ref.step_ms))
+    return out
+
+
+def quant_targets(rows: list[Row], weights_mib: dict[str, float], reference: str) -> list[Target]:
+    """Per quantisation: its weights against the full-precision backbone's (target <= 0.3x) and the reference
+    method's step time over it against full precision (reported, no target: de-quantising costs time on CPU)."""
+    out, full = [], weights_mib.get("none")
+    steps = {r.quant: r.step_ms for r in rows if r.kind == "method" and r.name.split("@")[0] == reference}
+    for quant, mib in weights_mib.items():
+        if quant == "none" or not full:
+            continue
+        out.append(Target(f"{quant} backbone weights at most 0.3x of full precision",
+                          f"{mib / full:.3f}x ({mib:.1f} vs {full:.1f} MiB)", mib / full <= 0.3))
+        if quant in steps and "none" in steps:
+            out.append(Target(f"{reference} step over {quant} vs full precision (ratio reported)",
+                              f"{steps[quant] / steps['none']:.3f}x ({steps[quant]:.2f} vs {steps['none']:.2f} ms)",
+                              None))
     return out
 
 
@@ -145,4 +167,8 @@ class BenchResult:
                       f"round-robin; torch {e['torch']}, {e['threads']} threads. Memory: {e['memory']}."]
         if e.get("memory_note"):
             lines.append(f"Note: {e['memory_note']}.")
+        if len(e.get("weights_mib", {})) > 1:
+            lines.append("Backbone weights (parameters + buffers): " + ", ".join(
+                f"{q} {mib:.1f} MiB (+{e['load_mib'][q]:.1f} MiB process memory at load)"
+                for q, mib in e["weights_mib"].items()) + "; rows NAME@Q run over the backbone quantised Q.")
         return "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ from pipeline import methods
 from pipeline.backbone import load_backbone
 from pipeline.bench.config import BenchConfig, load_bench_config, method_config, method_configs
 from pipeline.bench.measure import MemoryProbe, MiB, Subject, measure_rows
-from pipeline.bench.report import BenchResult, Kind, Row, add_ratios, targets
+from pipeline.bench.report import BenchResult, Kind, Row, add_ratios, quant_targets, targets
 from pipeline.bench.rows import Tokens, backbone_subject, method_subject, peft_subject
 from pipeline.config import ConfigError
 from pipeline.methods.base import BackboneInfo
@@ -45,6 +45,8 @@ class RowSpec:
     """Tokens its prompt adds."""
     make: Callable[[], Subject]
     """Builds the row's Subject (called inside its memory window)."""
+    quant: str = "none"
+    """Quantisation of the backbone the row runs over."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,6 +80,19 @@ def row_specs(cfg: BenchConfig, model, info, tokens: Tokens, device: torch.devic
     return specs
 
 
+def quant_specs(cfg: BenchConfig, model, info, tokens: Tokens, device: torch.device, quant: str) -> list[RowSpec]:
+    """Rows over the backbone quantised `quant`: the backbone alone at the input length and at the reference's total
+    length, and the reference method."""
+    ref = method_config(cfg, cfg.reference)
+    n = methods.get(cfg.reference).module_cls.num_virtual_tokens(ref)
+    length = cfg.seq_len
+    specs = [RowSpec(f"backbone-{length + k}@{quant}", "backbone", length + k, 0,
+                     lambda k=k: backbone_subject(model, info, tokens, length + k), quant) for k in sorted({0, n})]
+    specs.append(RowSpec(f"{cfg.reference}@{quant}", "method", length, n,
+                         lambda: method_subject(model, info, ref, tokens, length, cfg.seed, device), quant))
+    return specs
+
+
 def run_bench(cfg: BenchConfig, loaded: tuple[torch.nn.Module, BackboneInfo] | None = None) -> BenchResult:
     """Measure every row (see pipeline.bench.measure for the protocol) and compute ratios and targets.
 
@@ -104,22 +119,32 @@ def run_bench(cfg: BenchConfig, loaded: tuple[torch.nn.Module, BackboneInfo] | N
     _prime(backbone_subject(model, info, tokens, longest), cfg.warmup)
     probe = MemoryProbe(device)
     base = probe.current()  # backbone weights + batch (+ the whole process on CPU)
+    bases, weights, load_mib = {"none": base}, {"none": model.get_memory_footprint() / MiB}, {"none": 0.0}
+    for quant in cfg.quantized:  # loaded after `base`: the full-precision rows' memory does not include them
+        start = probe.current()
+        qmodel, _, qinfo = load_backbone(dataclasses.replace(cfg.backbone, quantization=quant))
+        _prime(backbone_subject(qmodel, qinfo, tokens, longest), cfg.warmup)
+        bases[quant] = probe.current()  # both backbones resident: @Q rows' peak includes the full-precision one
+        weights[quant], load_mib[quant] = qmodel.get_memory_footprint() / MiB, (bases[quant] - start) / MiB
+        specs += quant_specs(cfg, qmodel, qinfo, tokens, device, quant)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # PEFT reads a deprecated transformers property
         measured = measure_rows([s.make for s in specs], probe, cfg.warmup, cfg.steps)
     rows = [Row(name=s.name, kind=s.kind, input_len=s.input_len, virtual_tokens=s.virtual_tokens,
                 trainable_params=m.trainable_params, step_ms=m.step_median_ms, infer_ms=m.infer_median_ms,
                 tokens_per_s=cfg.batch_size * s.input_len / (m.step_median_ms / 1000.0),
-                peak_mib=(base + m.mem_bytes) / MiB, own_mib=m.mem_bytes / MiB,
-                step_samples_ms=m.step_ms, infer_samples_ms=m.infer_ms) for s, m in zip(specs, measured, strict=True)]
+                peak_mib=(bases[s.quant] + m.mem_bytes) / MiB, own_mib=m.mem_bytes / MiB,
+                step_samples_ms=m.step_ms, infer_samples_ms=m.infer_ms, quant=s.quant)
+            for s, m in zip(specs, measured, strict=True)]
     add_ratios(rows)
     config = dataclasses.asdict(cfg)
     config["resolved_methods"] = {n: dataclasses.asdict(c) for n, c in configs.items()}
     env = {"backbone": cfg.backbone.name_or_path, "dtype": cfg.backbone.dtype, "device": _device_name(device),
            "torch": torch.__version__, "threads": torch.get_num_threads(), "memory": probe.kind,
            "memory_note": probe.note, "base_mib": base / MiB, "hidden_size": info.hidden_size,
-           "num_layers": info.num_layers, "vocab_size": info.vocab_size}
-    return BenchResult(config, env, rows, targets(rows, cfg.reference, cfg.overhead_target_pct))
+           "num_layers": info.num_layers, "vocab_size": info.vocab_size, "weights_mib": weights, "load_mib": load_mib}
+    return BenchResult(config, env, rows, targets(rows, cfg.reference, cfg.overhead_target_pct)
+                       + quant_targets(rows, weights, cfg.reference))
 
 
 def _prime(subject: Subject, steps: int) -> None:
