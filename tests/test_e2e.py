@@ -153,7 +153,10 @@ def test_every_method_trains_through_deepspeed_in_a_ray_trial(tmp_path, ray_clus
     assert all(t.status == "completed" and t.steps == 2 for t in s.trials), s.trials
     model, _, info = load_backbone(cfg.backbone)
     for trial in s.trials:
-        (ckpt,) = (tmp_path / "ray").glob(f"{s.search_id}-{trial.trial_id}/checkpoint_*")  # Ray Train run dir
+        run_dir = tmp_path / "ray" / f"{s.search_id}-{trial.trial_id}"  # the trial's Ray Train run dir
+        ckpts = sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())  # not checkpoint_manager_snapshot.json
+        assert ckpts, f"{trial.method}: no checkpoint in {run_dir}"
+        ckpt = ckpts[-1]  # the last report's (timestamped names sort in time order)
         trained, meta = load_prompt(ckpt, info)
         init = methods.build(methods.config_class(trial.method)(**meta["config"]), info, embedding_rows(model), seed=0)
         moved = [k for k, v in trained.state_dict().items() if not torch.equal(v, init.state_dict()[k])]
