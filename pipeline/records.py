@@ -82,3 +82,8 @@ def search_metric(cfg: ExperimentConfig) -> tuple[str, str]:
 def better(value: float, best: float | None, mode: str) -> bool:
     """True when `value` improves on `best` (None: nothing yet) under `mode` ('max' or 'min'); ties do not."""
     return best is None or (value > best if mode == "max" else value < best)
+
+
+def best_of(values: list[float], mode: str) -> float | None:
+    """The best of `values` under `mode` (None when empty)."""
+    return (max(values) if mode == "max" else min(values)) if values else None

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from pipeline.config import ExperimentConfig
-from pipeline.records import better
+from pipeline.records import best_of, better
 
 
 def register_best(client, cfg: ExperimentConfig, search_id: str, metric: str, value: float, mode: str,
@@ -48,9 +48,7 @@ def best_trial_run(client, exp_id: str, search_id: str, metric: str, mode: str) 
         values = [m.value for m in client.get_metric_history(run.info.run_id, metric)]
         if not values or not any(a.path == "prompt" for a in client.list_artifacts(run.info.run_id)):
             continue
-        v = values[0]
-        for x in values[1:]:
-            v = x if better(x, v, mode) else v
+        v = best_of(values, mode)
         if better(v, best[1] if best else None, mode):
             best = (run.info.run_id, v)
     if best is None:

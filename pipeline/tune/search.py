@@ -16,7 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import ExperimentConfig, absolute_path
-from pipeline.records import SEARCH_TAG, TRIAL_TAG, SearchSummary, TrialSummary, better, ended_as, search_metric
+from pipeline.records import (
+    SEARCH_TAG,
+    TRIAL_TAG,
+    SearchSummary,
+    TrialSummary,
+    best_of,
+    better,
+    ended_as,
+    search_metric,
+)
 from pipeline.tune.space import lr_scale, search_space, to_ray
 
 DRIVER_CPU = 0.01
@@ -216,9 +225,7 @@ def summarize(grid, search_id: str, metric: str, mode: str, max_reports: int, me
         trial_id = (res.metrics or {}).get("trial_id") or (rows[-1]["trial_id"] if rows else "?")
         params = {k: v for k, v in (res.config or {}).items()}
         vals = [r[metric] for r in rows]
-        best = None
-        for v in vals:
-            best = v if better(v, best, mode) else best
+        best = best_of(vals, mode)
         status = "failed" if res.error else ended_as(len(rows), max_reports)
         err = str(res.error).strip().splitlines()[-1][:500] if res.error else None
         last = rows[-1] if rows else {}
