@@ -3,6 +3,7 @@ seconds, as one `error: ...` line on stderr with a non-zero exit, and writes not
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import stat
@@ -19,6 +20,10 @@ from .conftest import FIXTURES, ROOT
 
 SMOKE = ROOT / "jobs" / "configs" / "smoke.yaml"
 LIMIT_S = 5.0
+# A Ray cluster that an earlier test left up in this pytest process echoes its workers' log lines, prefixed
+# "(NAME pid=N)" and maybe coloured, to whatever sys.stderr is when they arrive, CliRunner's capture included.
+# Those lines are not the CLI's output.
+RAY_ECHO = re.compile(r"^(\x1b\[[0-9;]*m)?\([^()]*pid=\d+")
 
 
 def closed_port() -> int:
@@ -56,7 +61,7 @@ def fails(args: list[str], *expected: str, code: int = 2) -> str:
     result = CliRunner().invoke(app, args)
     elapsed = time.monotonic() - start
     assert result.exit_code == code, (result.exit_code, result.output, result.exception)
-    err = result.stderr.strip()
+    err = "\n".join(line for line in result.stderr.splitlines() if line.strip() and not RAY_ECHO.match(line))
     assert "\n" not in err and err.startswith("error: "), err
     for text in expected:
         assert text in err, err
