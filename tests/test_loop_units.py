@@ -1,4 +1,5 @@
-"""Pieces of the worker loop that need no cluster: the non-finite loss guard and the learning-rate schedule."""
+"""Pieces of the worker loop that need no cluster: the non-finite loss guard, the learning-rate schedule, the
+batch stream and the CPU threads a worker takes."""
 
 from __future__ import annotations
 
@@ -34,3 +35,15 @@ def test_resumed_batch_stream_continues_the_uninterrupted_order():
     assert resumed == full[5:8]
     assert full[0] != full[3]  # epochs are reshuffled (3 batches of 3 per epoch, the remainder dropped)
     assert len(set(sum(full[:3], []))) == 9 and len(set(sum(full[3:6], []))) == 9  # no repeats within an epoch
+
+
+def test_a_worker_takes_the_cpus_it_reserved_rounded_up():
+    from pipeline.train.placement import use_reserved_cpus
+
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # what Ray's OMP_NUM_THREADS=1 leaves a worker with
+        assert use_reserved_cpus(1.99) == 2 and torch.get_num_threads() == 2
+        assert use_reserved_cpus(0.5) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(saved)

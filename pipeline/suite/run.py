@@ -185,6 +185,10 @@ def _report_scores(cfg_dict: dict, split: str, path: str | None, limit: int | No
     from pipeline.tracking.runs import mlflow_client
 
     cfg = ExperimentConfig.from_dict(cfg_dict)
+    if not cfg.train.use_gpu:
+        from pipeline.train.placement import use_reserved_cpus
+
+        use_reserved_cpus(cfg.train.cpus_per_worker)  # scoring held 1 of 2 reserved cores before
     key = f"val_{get_task(cfg.data.task).metric}"
     client, out = mlflow_client(uri), {}
     for method, run_id in runs.items():

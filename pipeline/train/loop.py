@@ -32,6 +32,7 @@ from pipeline.records import better
 from pipeline.train.checkpoint import load_optimizer, save_optimizer
 from pipeline.train.ds_config import ds_config
 from pipeline.train.evaluate import evaluate
+from pipeline.train.placement import record_current, use_reserved_cpus
 from pipeline.train.progress import EvalProgress, Progress
 from pipeline.zero import full_state
 
@@ -178,15 +179,11 @@ def _setup_worker(cfg: ExperimentConfig, ctx: LoopContext, rank: int) -> None:
     """CPU threads and accelerator, quiet DeepSpeed, and (rank 0) the placement record for release."""
     if not cfg.train.use_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        # Ray starts workers with OMP_NUM_THREADS=1 unless told otherwise; a CPU worker should use the cores it
-        # reserved, rounded up (1.99 next to the trial driver's 0.01 on a 2-core machine gives 2 threads).
-        torch.set_num_threads(max(1, math.ceil(cfg.train.cpus_per_worker)))
+        use_reserved_cpus(cfg.train.cpus_per_worker)  # not Ray's default of 1 thread
     import deepspeed.utils
 
     deepspeed.utils.logger.setLevel("WARNING")  # its per-step INFO lines would bury the progress lines
     if rank == 0 and ctx.trial_key:
-        from pipeline.train.placement import record_current
-
         record_current(ctx.trial_key)
 
 
