@@ -119,31 +119,40 @@ def load_hf_config(cfg: BackboneConfig, path: str | None = None):
         raise FileNotFoundError(f"backbone {path!r} not found locally or on the hub: {first}") from None
 
 
-def embedding_rows(model):
-    """EmbedRows over `model`'s input embedding: reads rows whether or not ZeRO-3 has partitioned it."""
+class EmbeddingRows:
+    """EmbedRows over a model's input embedding: reads rows whether or not ZeRO-3 has partitioned it.
+
+    `special_ids`: the tokenizer's special token ids (bos/eos/pad/chat markers), which a vocabulary init must not
+    copy into a prompt (pipeline.methods.base.init_from_vocab).
+    """
+
+    def __init__(self, model, special_ids=()):
+        self.weight = model.get_input_embeddings().weight
+        self.special_ids = frozenset(int(i) for i in special_ids)
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        with gathered([self.weight]):  # partitioned by ZeRO-3: gather the full matrix for the read only
+            return self.weight[ids].detach().float().cpu().clone()
+
+
+def embedding_rows(model, tokenizer=None) -> EmbeddingRows:
+    """EmbedRows over `model`'s input embedding, excluding `tokenizer`'s special ids from vocabulary inits."""
+    return EmbeddingRows(model, special_token_ids(tokenizer) if tokenizer is not None else ())
+
+
+def special_token_ids(tokenizer) -> set[int]:
+    """The tokenizer's special ids: the named ones (bos/eos/pad/unk) and every added token flagged special
+    (SmolLM2 names only ids 0-2 but flags all 17 of its chat/code markers, ids 0-16)."""
+    ids = set(tokenizer.all_special_ids)
+    ids.update(i for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items() if tok.special)
+    return ids
+
+
+def input_embedding_rms(model) -> float:
+    """RMS of the loaded backbone's input-embedding entries (gathered first under ZeRO-3): the scale learning rates
+    in embedding units are converted with (pipeline.methods.units)."""
+    from pipeline.methods.units import embedding_rms
+
     weight = model.get_input_embeddings().weight
-
-    def rows(ids: torch.Tensor) -> torch.Tensor:
-        with gathered([weight]):  # partitioned by ZeRO-3: gather the full matrix for the read only
-            return weight[ids].detach().float().cpu().clone()
-
-    return rows
-
-
-_EMBED_KEYS = ("embed_tokens.weight", "shared.weight", "word_embeddings.weight", "wte.weight")
-
-
-def embedding_rms(cfg: BackboneConfig) -> float | None:
-    """RMS of the input-embedding entries, read from the local safetensors files without loading the model;
-    None for a hub id whose weights are not on this machine (the driver never downloads a backbone)."""
-    from safetensors import safe_open
-
-    path = Path(ensure_backbone(cfg)).expanduser()
-    if not path.is_dir():
-        return None
-    for file in sorted(path.glob("*.safetensors")):
-        with safe_open(str(file), framework="pt") as f:
-            key = next((k for k in f.keys() if k.endswith(_EMBED_KEYS)), None)  # noqa: SIM118 (not a dict)
-            if key is not None:
-                return float(f.get_tensor(key).float().pow(2).mean().sqrt())
-    return None
+    with gathered([weight]):
+        return embedding_rms(weight)

@@ -105,11 +105,13 @@ def train_one(config: Path, overrides: Overrides = None, no_register: NoRegister
 
 @app.command()
 def suite(config: Path, overrides: Overrides = None,
-          resume: Annotated[str | None, typer.Option(help="Suite id to finish")] = None) -> None:
+          resume: Annotated[str | None, typer.Option(help="Suite id to finish")] = None,
+          out: Annotated[Path | None, typer.Option(help="Also write table.md/.json, scores.png, curves.png here")]
+          = None) -> None:
     """One ASHA search per task of a suite; every method's best trial on each report split; the table."""
     from pipeline.config import ConfigError
     from pipeline.suite.config import load_suite_config
-    from pipeline.suite.run import run_suite
+    from pipeline.suite.run import run_suite, write_outputs
 
     try:
         s = run_suite(load_suite_config(config, overrides or []), resume=resume)
@@ -117,6 +119,8 @@ def suite(config: Path, overrides: Overrides = None,
         _fail(e)
     typer.echo(s.markdown)
     typer.echo(f"suite id: {s.suite_id}")
+    if out is not None:
+        typer.echo("wrote " + ", ".join(str(p) for p in write_outputs(s, out)))
     if all(r.status == "failed" for r in s.results):  # nothing to compare: the job failed
         typer.echo("error: every task of the suite failed (reasons above)", err=True)
         raise typer.Exit(1)

@@ -65,6 +65,9 @@ class DataConfig:
     """Maximum input length in tokens before the prompt is added."""
     max_target_length: int = field(default=8, metadata=bounds(1))
     """Maximum label length in tokens (label words, generated numbers)."""
+    decoder_separator: str = " Label :"
+    """Decoder-only backbones: text put between the source and the label (the DePT/ADePT references' template);
+    recorded with the prompt, so prediction encodes the same way."""
 
 
 @dataclass
@@ -85,6 +88,9 @@ class TrainConfig:
     """AdamW weight decay applied to prompt parameters."""
     grad_clip: float = field(default=1.0, metadata=bounds(0.0))
     """Global gradient-norm clip (0 disables)."""
+    lr_units: Literal["embedding", "absolute"] = "embedding"
+    """'embedding': method lrs marked [relative] are written for an embedding RMS of 10 (the papers' T5) and
+    rescaled to the loaded backbone's RMS (pipeline.methods.units); 'absolute': every lr is used as written."""
     zero_stage: Literal[2, 3] = 2
     """DeepSpeed ZeRO stage: 3 shards the frozen backbone across the trial's workers."""
     zero3_persistence_threshold: int = field(default=100_000, metadata=bounds(0))
@@ -130,9 +136,7 @@ class SearchConfig:
     default_space: bool = True
     """Start from the method's default search space (False: search only the keys in `space`)."""
     space: dict[str, Any] = field(default_factory=dict)
-    """Overrides of the method's default search space, e.g. {'method.lr': {'loguniform': [0.01, 1]}} (absolute)."""
-    lr_scale: float | None = field(default=None, metadata=bounds(0.0, lo_open=True))
-    """Factor on the default spaces' prompt learning rates (written for T5); None: the backbone's embedding RMS."""
+    """Overrides of the method's default search space, e.g. {'method.lr': {'loguniform': [0.01, 1]}} (config units)."""
 
 
 @dataclass

@@ -28,6 +28,8 @@ class FieldDoc(NamedTuple):
     """Allowed range from the field's bounds() metadata, e.g. '[1, inf]', or ''."""
     doc: str
     """The field's docstring, joined onto one line."""
+    units: str = ""
+    """What the value is measured in when not plain, e.g. 'embedding' (a learning rate in embedding units)."""
     method: str = ""
     """For `method.*` fields: the method (method.name) whose config has the field."""
 
@@ -67,7 +69,8 @@ def describe(cls: type, prefix: str = "") -> list[FieldDoc]:
             continue
         default = repr(f.default) if f.default is not dataclasses.MISSING else (
             repr(f.default_factory()) if f.default_factory is not dataclasses.MISSING else "-")
-        out.append(FieldDoc(prefix + f.name, _type_name(tp), default, _range(f.metadata), docs.get(f.name, "")))
+        out.append(FieldDoc(prefix + f.name, _type_name(tp), default, _range(f.metadata), docs.get(f.name, ""),
+                            units=f.metadata.get("units", "")))
     return out
 
 
@@ -91,11 +94,15 @@ def experiment_fields(section: str | None = None) -> list[FieldDoc]:
     return keep
 
 
+_UNITS = {"embedding": "relative: x (embedding RMS / 10) where the backbone loads, unless train.lr_units=absolute"}
+
+
 def to_text(rows: list[FieldDoc]) -> str:
     """Two lines a field: 'key: type = default  range' then the indented docstring."""
     lines = []
     for r in rows:
         when = f"  (method.name: {r.method})" if r.method else ""
-        lines.append(f"{r.key}: {r.type} = {r.default}" + (f"  {r.range}" if r.range else "") + when)
+        units = f"  [{_UNITS[r.units]}]" if r.units else ""
+        lines.append(f"{r.key}: {r.type} = {r.default}" + (f"  {r.range}" if r.range else "") + units + when)
         lines.append(f"    {r.doc}")
     return "\n".join(lines)

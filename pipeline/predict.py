@@ -30,9 +30,10 @@ class Predictor:
 
     @classmethod
     def load(cls, prompt_dir: str | Path, backbone: str | None = None, dtype: str = "float32",
-             trust_remote_code: bool = False, max_length: int = 256, quantization: str | None = None) -> Predictor:
+             trust_remote_code: bool = False, max_length: int | None = None,
+             quantization: str | None = None) -> Predictor:
         """Backbone from `backbone` or the id/path recorded in the prompt, loaded with `quantization` (None: the
-        recorded one); method from the registry."""
+        recorded one); method from the registry; tokenised as recorded (`max_length` None: the training one)."""
         from pipeline.backbone import load_backbone
 
         meta = read_prompt_meta(prompt_dir)
@@ -44,17 +45,18 @@ class Predictor:
         model, tok, info = load_backbone(bcfg)
         method, meta = load_prompt(prompt_dir, info, meta)
         prompted = PromptedModel(model, method.to(model.dtype), info.is_seq2seq).eval()
-        return cls(prompted, Encoder(tok, info.is_seq2seq, max_length, 8), get_task(meta["task"]), meta)
+        return cls(prompted, Encoder.recorded(tok, info.is_seq2seq, meta, max_length), get_task(meta["task"]), meta)
 
     @classmethod
-    def frozen(cls, bcfg: BackboneConfig, task: str, max_length: int = 256) -> Predictor:
-        """The frozen baseline: the backbone alone (no prompt), same template, label words and scorer."""
+    def frozen(cls, bcfg: BackboneConfig, task: str, max_length: int = 256, separator: str = "") -> Predictor:
+        """The frozen baseline: the backbone alone (no prompt), same template (pass the config's
+        `data.decoder_separator`), label words and scorer."""
         from pipeline.backbone import load_backbone
 
         model, tok, info = load_backbone(bcfg)
         prompted = PromptedModel(model, NoPrompt(), info.is_seq2seq).eval()
         meta = {"method": "frozen", "task": task, "backbone": info.to_dict()}
-        return cls(prompted, Encoder(tok, info.is_seq2seq, max_length, 8), get_task(task), meta)
+        return cls(prompted, Encoder(tok, info.is_seq2seq, max_length, 8, separator), get_task(task), meta)
 
     def predict(self, texts: list[str], field: str | None = None, batch_size: int = 32) -> list[str]:
         """Label word (or number, for regression) per text; `field` names the task input it fills."""

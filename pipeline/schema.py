@@ -19,9 +19,15 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message is one line naming key, value and what is allowed."""
 
 
-def bounds(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> dict:
-    """Field metadata declaring an inclusive range [lo, hi] (lower bound exclusive with lo_open)."""
-    return {"range": (lo, hi, lo_open)}
+def bounds(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+           units: str | None = None) -> dict:
+    """Field metadata declaring an inclusive range [lo, hi] (lower bound exclusive with lo_open); `units` names
+    what a value is measured in when that is not plain ('embedding': a learning rate in embedding units,
+    pipeline.methods.units), shown by `promptfarm config`."""
+    meta: dict = {"range": (lo, hi, lo_open)}
+    if units:
+        meta["units"] = units
+    return meta
 
 
 def build_dataclass(cls: type, raw: Any, prefix: str) -> Any:

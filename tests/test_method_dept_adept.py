@@ -96,9 +96,10 @@ def test_zero_init_equals_pt(backbone, cls, dtype):
 
 
 def test_dept_offset_only_on_first_s_positions(backbone):
+    """align='start' (the reference's encoder path, the T5 default): row i of A B goes to input position i."""
     model, info = backbone
     m, s = 3, 4
-    method = DePT(DePTConfig(num_tokens=m, rank=2, max_length=s), info, embedding_rows(model), 0)
+    method = DePT(DePTConfig(num_tokens=m, rank=2, max_length=s, align="start"), info, embedding_rows(model), 0)
     with torch.no_grad():
         method.lowrank_b.normal_()
     batch = embed_batch(model, torch.randint(4, VOCAB, (2, 7)), info.is_seq2seq)
@@ -111,6 +112,29 @@ def test_dept_offset_only_on_first_s_positions(backbone):
     assert torch.equal(out[:, :m], method.prompt.detach().unsqueeze(0).expand(2, -1, -1))
     short = embed_batch(model, torch.randint(4, VOCAB, (2, 2)), info.is_seq2seq)  # L < s: first L rows of A B
     torch.testing.assert_close(method(short).inputs_embeds[:, m:], short.inputs_embeds + expected[:2])
+
+
+def test_dept_end_aligned_offsets_count_back_from_the_last_source_token():
+    """align='end' (the decoder default, as the reference's left-padded "<source> Label : " path): the last source
+    token of every row gets row s-1 whatever the row's length; label tokens and padding get no offset."""
+    info = make_info(HIDDEN)
+    m, s = 2, 4
+    method = DePT(DePTConfig(num_tokens=m, rank=2, max_length=s), info, lambda ids: torch.randn(len(ids), HIDDEN), 0)
+    assert method.align == "end"
+    with torch.no_grad():
+        method.lowrank_b.normal_()
+    table = method.scaling * (method.lowrank_a @ method.lowrank_b)  # (s, d)
+    emb = torch.randn(2, 8, HIDDEN)
+    mask = torch.ones(2, 8, dtype=torch.long)
+    mask[1, -2:] = 0  # right padding
+    labels = torch.full((2, 8), -100)
+    labels[0, 6:] = 5  # row 0: 6 source tokens (longer than s), 2 label tokens
+    labels[1, 2:6] = 5  # row 1: 2 source tokens (shorter than s), 4 label tokens, 2 pads
+    out = method(PromptBatch(emb, mask, labels)).inputs_embeds[:, m:]
+    expected = emb.clone()
+    expected[0, 2:6] += table  # the last s of its 6 source tokens
+    expected[1, 0:2] += table[2:]  # rows s-2, s-1
+    torch.testing.assert_close(out, expected)
 
 
 def test_adept_offset_formula_and_dropout(backbone):
@@ -162,14 +186,18 @@ def test_prompted_model_trains_only_method_params(backbone, cfg):
     method = methods.build(cfg, info, embedding_rows(model), seed=0)
     prompted = PromptedModel(model, method, info.is_seq2seq).train()
     groups = method.param_groups()
-    assert len(groups) == 2 and len({g["lr"] for g in groups}) == 2 and all(g["name"] for g in groups)
-    assert [p for g in groups for p in g["params"]] == list(method.parameters())  # every param in one group
+    assert len(groups) == 3 and len({g["lr"] for g in groups}) == 2 and all(g["name"] for g in groups)
+    in_groups = [id(p) for g in groups for p in g["params"]]
+    assert sorted(in_groups) == sorted(id(p) for p in method.parameters())  # every param in exactly one group
     opt = torch.optim.AdamW(groups, weight_decay=0.0)  # the reference's effective weight decay is 0
-    assert sorted(g["lr"] for g in opt.param_groups) == sorted({g["lr"] for g in groups})
+    assert [g["lr"] for g in opt.param_groups] == [g["lr"] for g in groups]
     ids = torch.randint(4, VOCAB, (2, 9))
     mask = torch.ones_like(ids)
     mask[1, -3:] = 0
+    # decoder: 4 source tokens then labels (end-aligned offsets sit on the source)
     labels = torch.randint(4, VOCAB, (2, 3)) if info.is_seq2seq else ids.masked_fill(mask == 0, -100)
+    if not info.is_seq2seq:
+        labels[:, :4] = -100
     backbone_before = {k: v.clone() for k, v in model.state_dict().items()}
     start = {n: p.detach().clone() for n, p in method.named_parameters()}
     up_proj = "lowrank_b" if isinstance(method, DePT) else "w2"

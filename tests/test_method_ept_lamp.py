@@ -2,6 +2,7 @@
 (EPT -> DePT, full-rank LAMP -> PT), fusion / gate / pooling semantics, config errors, and training through a
 PromptedModel on tiny LLaMA and T5 backbones (CPU)."""
 
+import dataclasses
 import math
 
 import pytest
@@ -65,13 +66,17 @@ def test_trainable_count_matches_paper_formula(cfg, d):
         assert count_trainable(method) == (cfg.num_tokens * d + r * (cfg.max_length + d)
                                            + cfg.num_spaces * 2 * d * cfg.space_rank + gate)
     else:
-        assert count_trainable(method) == cfg.rank * (cfg.num_tokens + d + 1)
+        assert count_trainable(method) == cfg.rank * (cfg.num_tokens + d + 1) + cfg.rank * (cfg.rank - 1) // 2
 
 
 def test_lamp_default_count_and_tokens():
     cfg = LAMPConfig()
-    assert LAMP.paper_param_count(cfg, make_info(768, True)) == 6_952 == 8 * (100 + 768 + 1)
-    assert count_trainable(LAMP(cfg, make_info(768, True), None, 0)) == 6_952
+    # T5-Base: r(l + d + 1) factors + r(r-1)/2 interaction weights, the ~7K the paper reports (PT: 76,800)
+    assert LAMP.paper_param_count(cfg, make_info(768, True)) == 6_980 == 8 * (100 + 768 + 1) + 28
+    assert count_trainable(LAMP(cfg, make_info(768, True), None, 0)) == 6_980
+    plain = LAMPConfig(interactions=False)
+    assert count_trainable(LAMP(plain, make_info(768, True), None, 0)) == LAMP.paper_param_count(plain, make_info(
+        768, True)) == 6_952
     assert LAMP.num_virtual_tokens(cfg) == 50 and LAMP.num_virtual_tokens(LAMPConfig(pool=4)) == 25
 
 
@@ -150,23 +155,33 @@ def test_ept_fusion_formula():
     assert torch.equal(ept.fused_prompt(), ept.prompt)
 
 
-def test_ept_gate_and_projection_formula():
-    ept = EPT(EPTConfig(num_tokens=5, rank=2, max_length=6, num_spaces=3, space_rank=2), make_info(HIDDEN), None, 0)
+@pytest.mark.parametrize("composition", ["parallel", "chained"])
+def test_ept_gate_and_projection_formula(composition):
+    """'parallel' (Figure 2): P* = P + F + M(P), both branches on the short prompt; 'chained': P_f + M(P_f)."""
+    cfg = EPTConfig(num_tokens=5, rank=2, max_length=6, num_spaces=3, space_rank=2, composition=composition)
+    ept = EPT(cfg, make_info(HIDDEN), None, 0)
     p_f = ept.fused_prompt().detach()
     torch.testing.assert_close(ept.gate_weights(p_f), torch.full((5, 3), 1 / 3))  # W_g = 0: uniform
     with torch.no_grad():
         for t in (ept.prompt, ept.lowrank_b, ept.proj_up, ept.gate_w):
             t.normal_()
-    p_f = ept.fused_prompt().detach()
-    g = ept.gate_weights(p_f).detach()
+    p, p_f = ept.prompt.detach(), ept.fused_prompt().detach()
+    src = p if composition == "parallel" else p_f
+    g = ept.gate_weights(src).detach()
     assert g.shape == (5, 3) and bool((g > 0).all())
     torch.testing.assert_close(g.sum(-1), torch.ones(5))
     assert not torch.allclose(g, torch.full_like(g, 1 / 3))  # per-token, learned weights
     assert not torch.allclose(g[0], g[1])
-    expected = p_f + sum(g[:, k:k + 1] * (p_f @ ept.proj_down[k] @ ept.proj_up[k]) for k in range(3))
+    fusion = p_f - p
+    assert fusion.abs().max() > 0.1  # B != 0: the fusion branch contributes
+    expected = p + fusion + sum(g[:, k:k + 1] * (src @ ept.proj_down[k] @ ept.proj_up[k]) for k in range(3))
     torch.testing.assert_close(ept.joint_prompt().detach(), expected.detach())
     batch = PromptBatch(torch.randn(2, 4, HIDDEN), torch.ones(2, 4, dtype=torch.long), None)
     torch.testing.assert_close(ept(batch).inputs_embeds[:, :5], expected.detach().expand(2, -1, -1))
+    other = EPT(dataclasses.replace(cfg, composition="chained" if composition == "parallel" else "parallel"),
+                make_info(HIDDEN), None, 0)
+    other.load_state_dict(ept.state_dict())
+    assert not torch.allclose(other.joint_prompt(), ept.joint_prompt())  # the two readings differ
 
 
 # ---------------------------------------------------------------------------------------------- LAMP semantics
@@ -186,6 +201,26 @@ def test_lamp_full_rank_no_pool_is_pt(backbone, length):
     torch.testing.assert_close(out.inputs_embeds, ref.inputs_embeds, rtol=1e-5, atol=1e-5)
     assert torch.equal(out.attention_mask, ref.attention_mask)
     assert (out.labels is None and ref.labels is None) or torch.equal(out.labels, ref.labels)
+
+
+def test_lamp_interactions_reach_prompts_no_rank_r_reconstruction_can():
+    """With trained interaction weights C has rank r(r+1)/2 > r: outside everything U diag(q) V^T (rank <= r) can
+    represent at any U, q, V; with w = 0 (the init) it is exactly the rank-r reconstruction."""
+    n, d, r = 12, 16, 3
+    lamp = LAMP(LAMPConfig(num_tokens=n, rank=r, pool=1), make_info(d), lambda ids: torch.randn(len(ids), d), 0)
+    plain = (lamp.u * lamp.q) @ lamp.v.T
+    assert torch.equal(lamp.reconstructed(), plain)  # w starts at zero
+    assert torch.linalg.matrix_rank(plain.detach(), rtol=1e-5) == r
+    with torch.no_grad():
+        lamp.w.normal_()
+    c = lamp.reconstructed().detach().double()
+    assert torch.linalg.matrix_rank(c, rtol=1e-5) == r * (r + 1) // 2 == 6
+    # the best rank-r approximation of C (Eckart-Young: its truncated SVD) misses it by the remaining singular values
+    sv = torch.linalg.svdvals(c)
+    assert sv[r:].norm() > 1e-3 * sv.norm()
+    # and gradients reach w through the prompt
+    (lamp.reconstructed() * torch.randn(n, d)).sum().backward()
+    assert torch.count_nonzero(lamp.w.grad) == r * (r - 1) // 2
 
 
 def test_lamp_low_rank_is_truncated_svd(backbone):
@@ -230,13 +265,17 @@ def test_prompted_model_trains_only_method_params(backbone, cfg):
     method = methods.build(cfg, info, embedding_rows(model), seed=0)
     prompted = PromptedModel(model, method, info.is_seq2seq).train()
     groups = method.param_groups()
-    assert [p for g in groups for p in g["params"]] == list(method.parameters())  # every param in one group
+    in_groups = [id(p) for g in groups for p in g["params"]]
+    assert sorted(in_groups) == sorted(id(p) for p in method.parameters())  # every param in exactly one group
     assert all(g["name"] and g["lr"] > 0 for g in groups)
     opt = torch.optim.AdamW(groups, weight_decay=0.0)
     ids = torch.randint(4, VOCAB, (2, 9))
     mask = torch.ones_like(ids)
     mask[1, -3:] = 0
+    # decoder: 4 source tokens then labels (end-aligned offsets sit on the source)
     labels = torch.randint(4, VOCAB, (2, 3)) if info.is_seq2seq else ids.masked_fill(mask == 0, -100)
+    if not info.is_seq2seq:
+        labels[:, :4] = -100
     backbone_before = {k: v.clone() for k, v in model.state_dict().items()}
     start = {n: p.detach().clone() for n, p in method.named_parameters()}
     for step in range(2):

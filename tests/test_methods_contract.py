@@ -83,6 +83,8 @@ def test_step_changes_only_method_params(name, family, backbones):
     group_params = {id(p) for g in method.param_groups() for p in g["params"]}
     assert group_params == {id(p) for p in method.parameters() if p.requires_grad}
     assert all("lr" in g for g in method.param_groups())
+    # every group says how its tensors scale with the embeddings (pipeline.methods.units)
+    assert all(g.get("rms_power") in (-1, 0, 1) for g in method.param_groups())
 
 
 @pytest.mark.parametrize("family", FAMILIES)

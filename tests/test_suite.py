@@ -38,13 +38,17 @@ def test_suite_scores_every_method_marks_a_failed_task_and_resumes_without_rerun
         assert r.cells["pt"].trial_steps == r.cells["dept"].trial_steps == 6  # one 6-step trial each
         assert r.trial_steps == 12 and r.cells["frozen"].params == 0
         assert r.cells["dept"].params > r.cells["pt"].params > 0
+        assert {c.n for c in r.cells.values()} == {32 if name == "sst2" else 16}  # report rows (limit 16 on rte)
+        assert all(c.interval[0] <= c.score <= c.interval[1] for c in r.cells.values())  # accuracy: Wilson
+        assert [p[0] for p in r.cells["pt"].curve] == [3, 6]  # the scored trial's evaluations, by step
     assert "| rte (failed)" not in s.markdown and "| broken (failed) |" in s.markdown
     assert s.table["trial_steps"] == 24
 
     client = mlflow_client(uri)
     suite_run = client.get_run(s.run_id)
     assert suite_run.data.tags[SUITE_TAG] == s.suite_id and suite_run.info.status == "FINISHED"
-    assert {a.path for a in client.list_artifacts(s.run_id)} >= {"table.md", "table.json", "scores.png", "tasks"}
+    assert {a.path for a in client.list_artifacts(s.run_id)} >= {"table.md", "table.json", "scores.png", "curves.png",
+                                                                   "tasks"}
     exp = suite_run.info.experiment_id
     searches = client.search_runs([exp], "tags.`promptfarm.role` = 'search'")
     assert len(searches) == 2 and {r.data.tags["mlflow.parentRunId"] for r in searches} == {s.run_id}

@@ -74,3 +74,35 @@ def test_suite_config_errors_name_the_task_and_key(tmp_path):
     bad.write_text("tasks: []\n")
     with pytest.raises(ConfigError, match="tasks=\\[\\] is empty"):
         load_suite_config(bad)
+
+
+def test_wilson_interval_matches_the_closed_form_and_stays_in_bounds():
+    from pipeline.suite.table import wilson_interval
+
+    lo, hi = wilson_interval(0.8, 872)  # Wilson (1927) at z=1.96: [0.7722, 0.8253]
+    assert lo == pytest.approx(0.7722, abs=1e-4) and hi == pytest.approx(0.8253, abs=1e-4)
+    assert wilson_interval(1.0, 10)[1] == 1.0 and wilson_interval(0.0, 10)[0] == 0.0
+    assert wilson_interval(1.0, 10)[0] == pytest.approx(0.7225, abs=1e-4)  # not a zero-width interval at 100%
+    wide, narrow = wilson_interval(0.5, 100), wilson_interval(0.5, 10_000)
+    assert wide[1] - wide[0] > 9 * (narrow[1] - narrow[0])
+
+
+def test_markdown_shows_intervals_and_report_size():
+    r = _done("sst2", {"pt": 0.8, "frozen": 0.5})
+    for c in r.cells.values():
+        c.n, c.interval = 872, [c.score - 0.03, c.score + 0.02]
+    md = to_markdown(build_table([r], ["pt"]))
+    assert "**80.0 [77.0, 82.0] (10 steps)**" in md and "| 50.0 [47.0, 52.0] |" in md
+    assert "- report examples: sst2 872" in md
+
+
+def test_curve_figure_draws_one_line_per_method_and_the_frozen_reference():
+    from pipeline.suite.plot import curve_figure
+
+    r = _done("sst2", {"pt": 0.8, "dept": 0.7, "frozen": 0.5})
+    r.cells["pt"].curve = [[10, 0.6, 2.0], [20, 0.8, 0.5]]
+    r.cells["dept"].curve = [[10, 0.5, 3.0], [20, 0.7, 1.0]]
+    fig = curve_figure(build_table([r], ["pt", "dept"]))
+    top, bottom = fig.axes
+    assert [ln.get_label() for ln in top.lines] == ["pt", "dept", "frozen (report)"]
+    assert list(top.lines[0].get_ydata()) == [60.0, 80.0] and list(bottom.lines[1].get_ydata()) == [3.0, 1.0]

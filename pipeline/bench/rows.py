@@ -19,6 +19,7 @@ from pipeline.backbone import embedding_rows
 from pipeline.bench.measure import Subject
 from pipeline.methods.base import BackboneInfo, PromptBatch, count_trainable
 from pipeline.prompted import PromptedModel
+from pipeline.train.loop import make_optimizer
 
 PEFT_LR = 0.3  # Lester et al.'s prompt lr; the value does not change the cost of a step
 WEIGHT_DECAY = 1e-5  # TrainConfig's default, applied to every optimizer alike
@@ -80,7 +81,7 @@ def method_subject(model: nn.Module, info: BackboneInfo, cfg: Any, tokens: Token
     """A registered method (built from its config through the registry) over the backbone."""
     method = methods.build(cfg, info, embedding_rows(model), seed=seed).to(device)
     prompted = PromptedModel(model, method, info.is_seq2seq)
-    optimizer = torch.optim.AdamW(method.param_groups(), weight_decay=WEIGHT_DECAY)
+    optimizer = make_optimizer(method, model, WEIGHT_DECAY, "embedding")
     return Subject(prompted, optimizer, tokens.train(length), tokens.infer(length), count_trainable(method))
 
 

@@ -1,7 +1,9 @@
 """Tokenise text-to-text examples for either backbone family, and collate them into padded tensors.
 
-Decoder-only: input_ids = source (+ BOS as the tokenizer adds it) + " target" + EOS, with labels -100 over
-the source so the loss covers the label tokens only. Encoder-decoder: input_ids = source (+ EOS) and
+Decoder-only: input_ids = source (+ BOS as the tokenizer adds it) + separator + " target" + EOS, with labels
+-100 over source and separator so the loss covers the label tokens only. The separator (default " Label :", the
+template of the DePT and ADePT reference decoder paths, `f"{x} Label : "`) is tokenised on its own and kept through
+truncation, so the label always follows it. Encoder-decoder: input_ids = source (+ EOS) and
 labels = target + EOS for the decoder. Padding is on the right; prompts go in front, so positions of real
 tokens stay contiguous from 0 for every row.
 """
@@ -27,12 +29,28 @@ class Encoder:
     """Maximum source length in tokens (truncated from the right)."""
     max_target_length: int
     """Maximum target length in tokens, EOS included."""
+    separator: str = ""
+    """Decoder-only: text between source and label (DataConfig.decoder_separator); ignored for T5."""
+
+    def __post_init__(self) -> None:
+        sep = self.separator if not self.is_seq2seq else ""
+        self._sep_ids = self.tokenizer(sep, add_special_tokens=False)["input_ids"] if sep else []
 
     def source_ids(self, text: str) -> list[int]:
         ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
-        if len(ids) > self.max_length:  # keep the tokenizer's trailing EOS (T5) when truncating
-            ids = ids[: self.max_length - 1] + ids[-1:] if self.is_seq2seq else ids[: self.max_length]
-        return ids
+        if self.is_seq2seq:
+            if len(ids) > self.max_length:  # keep the tokenizer's trailing EOS (T5) when truncating
+                ids = ids[: self.max_length - 1] + ids[-1:]
+            return ids
+        return ids[: max(self.max_length - len(self._sep_ids), 1)] + self._sep_ids
+
+    @classmethod
+    def recorded(cls, tokenizer, is_seq2seq: bool, meta: dict, max_length: int | None = None) -> Encoder:
+        """The encoder a prompt artifact was trained with: its recorded `encoding` (written by the trial loop;
+        artifacts from before the separator have none)."""
+        enc = meta.get("encoding", {})
+        return cls(tokenizer, is_seq2seq, max_length or enc.get("max_length", 256), 8,
+                   enc.get("decoder_separator", ""))
 
     def target_ids(self, text: str) -> list[int]:
         # Leading space: label words are separate words after the source in a decoder-only sequence.

@@ -46,9 +46,9 @@ class ADePTConfig:
     """PT prompt length l whose l*d parameter budget rank=None stays within (the paper compares against l=100)."""
     dropout: float = field(default=0.1, metadata=bounds(0.0, 1.0))
     """Dropout on the FFN pre-activation e W1 + b1, training only (p=0.1 hard-coded in the reference)."""
-    lr: float = field(default=0.3, metadata=bounds(0.0, lo_open=True))
+    lr: float = field(default=0.3, metadata=bounds(0.0, lo_open=True, units="embedding"))
     """Learning rate of the short prompt P (3e-1 or 4e-1 in the reference README)."""
-    lr_ffn: float = field(default=1e-4, metadata=bounds(0.0, lo_open=True))
+    lr_ffn: float = field(default=1e-4, metadata=bounds(0.0, lo_open=True, units="embedding"))
     """Learning rate of the FFN W1, b1, W2, b2 (1e-4 in the reference README)."""
     init: Literal["vocab", "random"] = "vocab"
     """Short prompt init, as PT: 'vocab': sampled vocabulary embeddings; 'random': U(-0.5, 0.5)."""
@@ -102,16 +102,20 @@ class ADePT(PromptMethod):
         return prepend_prompt(PromptBatch(emb, batch.attention_mask, batch.labels), self.prompt)
 
     def param_groups(self) -> list[dict]:
+        # rms_power (pipeline.methods.units): relu is positively homogeneous, so FFN(c e) = c FFN(e) exactly when
+        # b1 and b2 scale with the embeddings (they live in embedding units) and W1, W2 do not (unit-free maps):
+        # the biases' lr follows the backbone's RMS, the weights' lr is the same on every backbone.
         return [
-            {"params": [self.prompt], "lr": self.cfg.lr, "name": "prompt"},
-            {"params": [self.w1, self.b1, self.w2, self.b2], "lr": self.cfg.lr_ffn, "name": "ffn"},
+            {"params": [self.prompt], "lr": self.cfg.lr, "name": "prompt", "rms_power": 1},
+            {"params": [self.w1, self.w2], "lr": self.cfg.lr_ffn, "name": "ffn_weights", "rms_power": 0},
+            {"params": [self.b1, self.b2], "lr": self.cfg.lr_ffn, "name": "ffn_biases", "rms_power": 1},
         ]
 
     @staticmethod
     def search_space() -> dict:
         # The reference releases one script (m=60, r=19; prompt lr {3e-1, 4e-1}; FFN lr 1e-4) and no per-task
         # logs; we search its prompt-lr grid and widen the FFN lr to DePT's released {1e-4 .. 5e-3} grid.
-        return {"method.lr": Choice((0.3, 0.4), per_rms=True), "method.lr_ffn": Choice((1e-4, 5e-4, 1e-3, 5e-3))}
+        return {"method.lr": Choice((0.3, 0.4)), "method.lr_ffn": Choice((1e-4, 5e-4, 1e-3, 5e-3))}
 
     @staticmethod
     def paper_param_count(cfg: ADePTConfig, info: BackboneInfo) -> int:

@@ -68,16 +68,13 @@ class PromptBatch(NamedTuple):
     """(B, L) targets aligned with inputs (decoder-only), -100 = ignored; None for encoder inputs."""
 
 
-# Ray-free search-space specs; pipeline.tune converts them to ray.tune distributions. `per_rms=True` marks a
-# learning rate of parameters that live in embedding space (a prompt), written for T5-scale embeddings: the
-# search multiplies it by the backbone's embedding RMS (pipeline.tune.space.lr_scale), because Adam moves every
-# coordinate by about `lr` per step whatever the embeddings' own scale (T5 ~1, SmolLM2-135M 0.136).
+# Ray-free search-space specs; pipeline.tune converts them to ray.tune distributions. Sampled learning rates are
+# config values like any other: in embedding units unless train.lr_units=absolute (pipeline.methods.units).
 @dataclass(frozen=True)
 class Choice:
     """Pick one of `values` uniformly."""
 
     values: tuple
-    per_rms: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,7 +83,6 @@ class LogUniform:
 
     lo: float
     hi: float
-    per_rms: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,7 +91,6 @@ class Uniform:
 
     lo: float
     hi: float
-    per_rms: bool = False
 
 
 Dist = Choice | LogUniform | Uniform
@@ -121,13 +116,17 @@ def init_from_vocab(embed_rows: EmbedRows | None, n: int, vocab_size: int, d: in
     """(n, d) float32 init: rows of sampled vocabulary embeddings (Lester et al. 2021, Sec. 2.2).
 
     Token ids are drawn from the first min(vocab, 5000) ids, following Lester et al.'s "sampled vocab" init
-    that favours frequent tokens (sentencepiece vocabularies are roughly frequency-ordered). Without an
+    that favours frequent tokens (sentencepiece and BPE vocabularies are roughly frequency-ordered), leaving out
+    the tokenizer's special ids (`embed_rows.special_ids`: SmolLM2's 17 chat/control tokens sit at ids 0-16, and
+    without the exclusion a 100-token prompt would start with one of them about 29% of the time). Without an
     embedding (loading a saved prompt) the tensor is zeros and is overwritten by the stored weights.
     """
     if embed_rows is None:
         return torch.zeros(n, d)
+    special = getattr(embed_rows, "special_ids", frozenset())
+    candidates = torch.tensor([i for i in range(min(vocab_size, 5000)) if i not in special])
     gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, min(vocab_size, 5000), (n,), generator=gen)
+    ids = candidates[torch.randint(0, len(candidates), (n,), generator=gen)]
     return embed_rows(ids).detach().float().clone()
 
 
@@ -155,6 +154,44 @@ def add_leading_offsets(emb: Tensor, off: Tensor) -> Tensor:
     # One broadcast add over the whole batch: zero rows past n are cheaper than slicing the batch, adding to the
     # slice and concatenating it back (which copies every embedding once more, and again in backward).
     return emb + F.pad(off, (0, 0, 0, emb.shape[1] - off.shape[0]))
+
+
+def source_lengths(batch: PromptBatch) -> Tensor:
+    """(B,) source tokens per row of a decoder-only batch: positions before the first label (labels -100 over the
+    source), or every real token when the batch carries no labels (free generation)."""
+    real = batch.attention_mask.sum(1)
+    if batch.labels is None:
+        return real
+    is_label = batch.labels != -100  # (B, L)
+    first = torch.where(is_label.any(1), is_label.float().argmax(1), real)
+    return first.to(real.dtype)
+
+
+def resolve_align(align: str, info: BackboneInfo) -> str:
+    """'start' or 'end' for `align` over backbone `info` ('auto': end-aligned on decoders, as the reference)."""
+    if align != "auto":
+        return align
+    return "start" if info.is_seq2seq else "end"
+
+
+def add_position_offsets(batch: PromptBatch, table: Tensor, align: str) -> Tensor:
+    """(B, L, d) input embeddings plus rows of a position-offset table (s, d) (DePT's A B, EPT's offsets).
+
+    'start': row i goes to input position i (i < s), as the reference's right-padded encoder inputs.
+    'end': rows are counted back from the last source token, which always gets row s-1 (the reference's decoder
+    path left-pads "<source> Label : " to s tokens, so the tokens next to the label always get the same rows);
+    a source longer than s loses offsets on its first tokens, and label tokens get none (CHOICE: in the
+    reference they are generated past the s padded positions at test time)."""
+    emb = batch.inputs_embeds
+    table = table.to(emb.dtype)
+    if align == "start":
+        return add_leading_offsets(emb, table[: min(emb.shape[1], table.shape[0])])
+    s = table.shape[0]
+    pos = torch.arange(emb.shape[1], device=emb.device)  # (L,)
+    row = s - source_lengths(batch)[:, None] + pos[None, :]  # (B, L) table row of every position
+    valid = (row >= 0) & (pos[None, :] < source_lengths(batch)[:, None])  # source tokens within the s rows
+    off = table[row.clamp(0, s - 1)] * valid[..., None].to(emb.dtype)  # (B, L, d)
+    return emb + off
 
 
 class PromptMethod(nn.Module):

@@ -2,13 +2,15 @@
 Fine-tuning", ICLR 2024, arXiv:2309.05173.
 
 A short prompt P in R^{m x d} and low-rank factors A in R^{s x r}, B in R^{r x d} (A kaiming-uniform, B = 0, so
-DePT starts as PT). For embedded inputs E in R^{B x L x d} and n = min(L, s):
-    E'[:, i] = E[:, i] + alpha/sqrt(r) (A B)[i]   for i < n (no offset for i >= n; scale 0 when r = 0)
+DePT starts as PT). For embedded inputs E in R^{B x L x d}, each input token i gets one row of the offset table:
+    E'[:, i] = E[:, i] + alpha/sqrt(r) (A B)[row(i)]   (scale 0 when r = 0)
+    row(i) = i (align 'start', i < s)   or   s - S + i (align 'end', S = the row's source length, 0 <= row < s)
     input [P; E'] in R^{B x (m+L) x d}, attention mask extended with ones over the prompt.
+'end' is the reference decoder path (train.py decoder_preprocess_function left-pads "<source> Label : " to
+max_seq_length = s, so the token before the label always gets row s-1); 'start' its T5 path (right padding).
 Two learning rates: one for P, one for (A, B). Trainable parameters: m d + r (s + d); rank=None takes the
 equal-budget r = floor((l - m) d / (s + d)) against PT of length l (m=60, r=30 at l=100, d=768, s=256: exactly
-76,800 = 100 d). T5: only the encoder input changes; decoder-only: row i of A B goes to input token i of the
-right-padded batch and labels are padded with -100 over the prompt.
+76,800 = 100 d). T5: only the encoder input changes; decoder-only: labels are padded with -100 over the prompt.
 
 Provenance (paper, reference code, choices): docs/methods/dept.md
 """
@@ -29,9 +31,10 @@ from pipeline.methods.base import (
     EmbedRows,
     PromptBatch,
     PromptMethod,
-    add_leading_offsets,
+    add_position_offsets,
     init_short_prompt,
     prepend_prompt,
+    resolve_align,
 )
 from pipeline.schema import bounds
 
@@ -48,12 +51,15 @@ class DePTConfig:
     """s: rows of A = leading input positions that get an offset (max_seq_length=256 in the released runs)."""
     alpha: float = field(default=8.0, metadata=bounds(0.0))
     """Offset scale numerator: E' = E + alpha/sqrt(r) * A B (lora_alpha=8 in the reference code)."""
-    lr: float = field(default=0.3, metadata=bounds(0.0, lo_open=True))
+    lr: float = field(default=0.3, metadata=bounds(0.0, lo_open=True, units="embedding"))
     """Learning rate of the short prompt P (3e-1 or 4e-1 in the released runs)."""
-    lr_lowrank: float = field(default=1e-4, metadata=bounds(0.0, lo_open=True))
+    lr_lowrank: float = field(default=1e-4, metadata=bounds(0.0, lo_open=True, units="embedding"))
     """Learning rate of A and B (1e-4 .. 5e-3 in the released runs)."""
     init: Literal["vocab", "random"] = "vocab"
     """Short prompt init, as PT: 'vocab': sampled vocabulary embeddings; 'random': U(-0.5, 0.5)."""
+    align: Literal["auto", "start", "end"] = "auto"
+    """Which input token gets offset row i: 'start': token i; 'end': counted back from the last source token (the
+    reference's left-padded decoder inputs); 'auto': 'end' on decoder-only backbones, 'start' on T5."""
 
 
 def resolve_rank(cfg: DePTConfig, d: int) -> int:
@@ -87,25 +93,28 @@ class DePT(PromptMethod):
         # the code's factor so the released learning rates transfer; r = 0 means no offset (code: scaling 0).
         self.scaling = cfg.alpha / math.sqrt(r) if r > 0 else 0.0
 
-    def offset(self, length: int) -> torch.Tensor:
-        """(min(length, s), d) float32 offsets for absolute input positions 0 .. min(length, s) - 1."""
-        n = min(length, self.cfg.max_length)
-        return self.scaling * (self.lowrank_a[:n] @ self.lowrank_b)
+        self.align = resolve_align(cfg.align, info)
+
+    def offset(self) -> torch.Tensor:
+        """(s, d) float32 offset table alpha/sqrt(r) A B; row i belongs to input position i ('start') or to the
+        (s-1-i)-th token before the label ('end')."""
+        return self.scaling * (self.lowrank_a @ self.lowrank_b)
 
     def forward(self, batch: PromptBatch) -> PromptBatch:
-        emb = batch.inputs_embeds
-        # The reference pads every input to exactly s tokens and adds all s rows of A B. Our batches are right-
-        # padded to their longest row (L), so row i of A B still belongs to token i of every example (pads
-        # get offsets too, masked by attention, as in the code). When L < s only the first L rows are used; when
-        # L > s the positions >= s get no offset (the reference would truncate inputs to s instead).
-        # Decoder-only: the reference left-pads, tying rows to padded slots; right padding ties them to tokens.
-        emb = add_leading_offsets(emb, self.offset(emb.shape[1]).to(emb.dtype))
+        # The reference pads every input to exactly s tokens and adds all s rows of A B: right-padded on T5 (row i
+        # is token i, 'start'), left-padded on decoders (the last source token always gets row s-1, 'end'). Our
+        # batches are right-padded to their longest row, so base.add_position_offsets maps rows to tokens
+        # explicitly; pads get offsets under 'start' (masked by attention, as in the code), none under 'end'.
+        emb = add_position_offsets(batch, self.offset(), self.align)
         return prepend_prompt(PromptBatch(emb, batch.attention_mask, batch.labels), self.prompt)
 
     def param_groups(self) -> list[dict]:
+        # rms_power (pipeline.methods.units): P and B live in embedding space (offsets = A B); A is a unit-free
+        # mixing of B's rows, so its lr is the same on every backbone.
         return [
-            {"params": [self.prompt], "lr": self.cfg.lr, "name": "prompt"},
-            {"params": [self.lowrank_a, self.lowrank_b], "lr": self.cfg.lr_lowrank, "name": "lowrank"},
+            {"params": [self.prompt], "lr": self.cfg.lr, "name": "prompt", "rms_power": 1},
+            {"params": [self.lowrank_a], "lr": self.cfg.lr_lowrank, "name": "lowrank_a", "rms_power": 0},
+            {"params": [self.lowrank_b], "lr": self.cfg.lr_lowrank, "name": "lowrank_b", "rms_power": 1},
         ]
 
     @staticmethod
@@ -114,7 +123,7 @@ class DePT(PromptMethod):
         # {1e-4, 5e-4, 1e-3, 5e-3}, m in {40, 60, 80}. rank=None re-derives the equal-budget r for each m
         # ((40,45), (60,30), (80,15) at d=768, s=256, the pairs the released runs use).
         return {
-            "method.lr": Choice((0.3, 0.4), per_rms=True),
+            "method.lr": Choice((0.3, 0.4)),
             "method.lr_lowrank": Choice((1e-4, 5e-4, 1e-3, 5e-3)),
             "method.num_tokens": Choice((40, 60, 80)),
         }

@@ -4,10 +4,12 @@ Fusion", AAAI 2025, arXiv:2405.11464 (v3).
 DePT's short prompt P in R^{m x d} and low-rank offsets A in R^{s x r}, B in R^{r x d} (built exactly as
 pipeline.methods.dept), with the prompt fused with B and re-projected over N rank-k subspaces. For embedded
 inputs E in R^{B x L x d}:
-    E'[:, i] = E[:, i] + alpha/sqrt(r) (A B)[i]  for i < min(L, s)   (offsets, as DePT)
-    P_f = P + softmax(P B^T / sqrt(d)) B                          (fusion; skipped when fusion=False)
-    G   = softmax(P_f W_g) in R^{m x N}                           (per-token gate; rows sum to 1; 1/N if no gate)
-    P*  = P_f + sum_k G[:, k] * (P_f D_k) U_k,  D_k in R^{d x k}, U_k in R^{k x d} = 0 at init
+    E'[:, i] = E[:, i] + alpha/sqrt(r) (A B)[row(i)]                (offsets and their alignment, as DePT)
+    F   = softmax(P B^T / sqrt(d)) B                              (prompt fusion; 0 when fusion=False)
+    M(X) = sum_k G(X)[:, k] * (X D_k) U_k,  G(X) = softmax(X W_g)   (multi-space projection, per-token gate;
+                                                                      D_k in R^{d x k}, U_k in R^{k x d} = 0 at init)
+    P*  = P + F + M(P)        composition='parallel' (default: both branches read P, Figure 2)
+    P*  = P_f + M(P_f), P_f = P + F                   composition='chained' (fusion, then projection)
 and the input is [P*; E'] in R^{B x (m+L) x d}. B = 0 and U_k = 0 at init, so EPT starts exactly as DePT with
 the same seed, and with num_spaces=1, fusion=False it *is* DePT while the up-projection stays zero.
 Three learning rates: P, (A, B), and the projections with the gate.
@@ -35,9 +37,10 @@ from pipeline.methods.base import (
     EmbedRows,
     PromptBatch,
     PromptMethod,
-    add_leading_offsets,
+    add_position_offsets,
     init_short_prompt,
     prepend_prompt,
+    resolve_align,
 )
 from pipeline.schema import bounds
 
@@ -60,14 +63,19 @@ class EPTConfig:
     """N subspace projections mixed by the gate (1: no gate, the single space has weight 1)."""
     space_rank: int = field(default=2, metadata=bounds(0))
     """k: rank of each subspace projection D_k U_k (0 disables the multi-space projection)."""
-    lr: float = field(default=0.3, metadata=bounds(0.0, lo_open=True))
+    composition: Literal["parallel", "chained"] = "parallel"
+    """'parallel': fusion and projection both read the short prompt and are summed onto it (the paper's
+    Figure 2); 'chained': the projection reads the fused prompt."""
+    lr: float = field(default=0.3, metadata=bounds(0.0, lo_open=True, units="embedding"))
     """Learning rate of the short prompt P (DePT's 3e-1)."""
-    lr_lowrank: float = field(default=1e-4, metadata=bounds(0.0, lo_open=True))
+    lr_lowrank: float = field(default=1e-4, metadata=bounds(0.0, lo_open=True, units="embedding"))
     """Learning rate of A and B (DePT's 1e-4 .. 5e-3 grid)."""
-    lr_proj: float = field(default=1e-4, metadata=bounds(0.0, lo_open=True))
+    lr_proj: float = field(default=1e-4, metadata=bounds(0.0, lo_open=True, units="embedding"))
     """Learning rate of the projections D_k, U_k and the gate W_g."""
     init: Literal["vocab", "random"] = "vocab"
     """Short prompt init, as PT: 'vocab': sampled vocabulary embeddings; 'random': U(-0.5, 0.5)."""
+    align: Literal["auto", "start", "end"] = "auto"
+    """Offset rows to tokens, as DePT: 'end' counts back from the last source token; 'auto': 'end' on decoders."""
 
 
 def has_gate(cfg: EPTConfig) -> bool:
@@ -112,6 +120,7 @@ class EPT(PromptMethod):
         if r > 0:
             nn.init.kaiming_uniform_(self.lowrank_a, a=math.sqrt(5), generator=torch.Generator().manual_seed(seed))
         self.scaling = cfg.alpha / math.sqrt(r) if r > 0 else 0.0
+        self.align = resolve_align(cfg.align, info)
         # CHOICE (projection shape unknown): each space is a rank-k map D_k U_k of the prompt rows, LoRA-style
         # (full d x d maps would cost 2*d^2 per space, 15x PT's whole budget at d=768). D_k ~ U(+-1/sqrt(d))
         # (nn.Linear's default for d inputs), from its own generator seed+1 so A's init is unchanged; U_k = 0
@@ -130,10 +139,9 @@ class EPT(PromptMethod):
         else:
             self.register_parameter("gate_w", None)
 
-    def offset(self, length: int) -> torch.Tensor:
-        """(min(length, s), d) float32 offsets for absolute input positions 0 .. min(length, s) - 1 (as DePT)."""
-        n = min(length, self.cfg.max_length)
-        return self.scaling * (self.lowrank_a[:n] @ self.lowrank_b)
+    def offset(self) -> torch.Tensor:
+        """(s, d) float32 offset table alpha/sqrt(r) A B, mapped to tokens as DePT's (`align`)."""
+        return self.scaling * (self.lowrank_a @ self.lowrank_b)
 
     def fused_prompt(self) -> torch.Tensor:
         """(m, d) P_f = P + softmax(P B^T / sqrt(d)) B, or P when fusion is off."""
@@ -155,38 +163,45 @@ class EPT(PromptMethod):
         return torch.softmax(fused @ self.gate_w, dim=-1)
 
     def joint_prompt(self) -> torch.Tensor:
-        """(m, d) float32 reconstructed joint prompt P* = P_f + sum_k G[:, k] (P_f D_k) U_k."""
-        # CHOICE (composition unknown): residual sum, so the projection refines the fused prompt instead of
-        # replacing it (a replacement would discard the vocabulary init whenever U_k starts at 0).
+        """(m, d) float32 joint prompt P* = P + F + M(P) ('parallel') or P_f + M(P_f) ('chained')."""
+        # CHOICE (composition): Figure 2's caption has the projection module map "the short prompt" to the
+        # subspaces while the fusion module enhances it, and then a joint representation is generated: two
+        # branches on P, joined. The join is a residual sum (a replacement would discard the vocabulary init
+        # while U_k and B start at 0). 'chained' (fusion first, as this module did before) stays an option.
         fused = self.fused_prompt()
+        src = fused if self.cfg.composition == "chained" else self.prompt
         # The gate weight of a space scales that space's k-dim code, so all N spaces collapse into one
         # (m, N k) @ (N k, d) product; the N separate (m, d) projections are never materialised.
-        codes = torch.matmul(fused, self.proj_down) * self.gate_weights(fused).T.unsqueeze(-1)  # (N, m, k)
+        codes = torch.matmul(src, self.proj_down) * self.gate_weights(src).T.unsqueeze(-1)  # (N, m, k)
         n, m, k = codes.shape
-        return fused + codes.transpose(0, 1).reshape(m, n * k) @ self.proj_up.reshape(n * k, fused.shape[1])
+        return fused + codes.transpose(0, 1).reshape(m, n * k) @ self.proj_up.reshape(n * k, src.shape[1])
 
     def forward(self, batch: PromptBatch) -> PromptBatch:
-        emb = batch.inputs_embeds
-        # Offsets exactly as DePT (see pipeline.methods.dept.DePT.forward): row i of A B goes to input token i
-        # of every (right-padded) example, positions >= s get none; T5: only the encoder input is changed.
-        emb = add_leading_offsets(emb, self.offset(emb.shape[1]).to(emb.dtype))
+        # Offsets exactly as DePT (see pipeline.methods.dept.DePT.forward); T5: only the encoder input is changed.
+        emb = add_position_offsets(batch, self.offset(), self.align)
         return prepend_prompt(PromptBatch(emb, batch.attention_mask, batch.labels), self.joint_prompt())
 
     def param_groups(self) -> list[dict]:
-        proj = [self.proj_down, self.proj_up] + ([self.gate_w] if self.gate_w is not None else [])
-        return [
-            {"params": [self.prompt], "lr": self.cfg.lr, "name": "prompt"},
-            {"params": [self.lowrank_a, self.lowrank_b], "lr": self.cfg.lr_lowrank, "name": "lowrank"},
+        # rms_power (pipeline.methods.units): P and B live in embedding space; A and the rank-k maps D_k, U_k are
+        # unit-free (P_f D_k U_k already carries P's scale); the gate reads P_f into softmax logits, so its
+        # weights scale as 1/RMS for the gate to pick the same mix on every backbone.
+        groups = [
+            {"params": [self.prompt], "lr": self.cfg.lr, "name": "prompt", "rms_power": 1},
+            {"params": [self.lowrank_a], "lr": self.cfg.lr_lowrank, "name": "lowrank_a", "rms_power": 0},
+            {"params": [self.lowrank_b], "lr": self.cfg.lr_lowrank, "name": "lowrank_b", "rms_power": 1},
             # CHOICE (the paper's optimiser setup is unknown): the projection and gate get their own lr.
-            {"params": proj, "lr": self.cfg.lr_proj, "name": "projection"},
+            {"params": [self.proj_down, self.proj_up], "lr": self.cfg.lr_proj, "name": "projection", "rms_power": 0},
         ]
+        if self.gate_w is not None:
+            groups.append({"params": [self.gate_w], "lr": self.cfg.lr_proj, "name": "gate", "rms_power": -1})
+        return groups
 
     @staticmethod
     def search_space() -> dict:
         # CHOICE (EPT's grids are unknown): DePT's released grids for P and (A, B), plus the projection lr on
         # the same grid and N in {2, 4} (rank=None re-derives r for each N: 22 and 15 at d=768).
         return {
-            "method.lr": Choice((0.3, 0.4), per_rms=True),
+            "method.lr": Choice((0.3, 0.4)),
             "method.lr_lowrank": Choice((1e-4, 5e-4, 1e-3, 5e-3)),
             "method.lr_proj": Choice((1e-4, 5e-4, 1e-3, 5e-3)),
             "method.num_spaces": Choice((2, 4)),

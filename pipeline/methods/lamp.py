@@ -3,10 +3,15 @@ Decomposition and Compressed Outer Product", NAACL 2025 (long), arXiv:2502.12200
 
 A prompt P0 in R^{l x d} (PT's init) is decomposed once by truncated SVD; its factors are then trained freely:
     U in R^{l x r}, q in R^r, V in R^{d x r} = top-r SVD of P0
-    C  = sum_i (U[:, i] q_i) (x) V[:, i] = U diag(q) V^T   in R^{l x d}   (compressed outer product)
+    C0 = sum_i q_i u_i (x) v_i = U diag(q) V^T                       (the rank-r reconstruction)
+    C  = C0 + sum_{i<j} w_ij (q_i + q_j)/2 (sqrt(l) u_i*u_j) (x) (sqrt(d) v_i*v_j)   in R^{l x d}
+                                                                     (compressed outer product, see below)
     P* = AvgPool_{kernel=stride=pool}(C) along the length axis in R^{(l/pool) x d};  input [P*; X]
-with X in R^{B x L x d} the embedded input and the attention mask extended with ones over P*.
-Trainable parameters: r (l + d + 1); 6,952 at l=100, r=8, d=768 (PT's 76,800 / 11).
+with X in R^{B x L x d} the embedded input, * the element-wise product, (x) the outer product, and the attention
+mask extended with ones over P*. The second sum is the interaction module: every pair of rank components
+multiplies into a new rank-1 term, so C reaches rank r(r+1)/2 (36 at r=8) from r(r-1)/2 extra weights; the plain
+U diag(q) V^T is rank r whatever is trained, i.e. exactly a truncated SVD, and makes no component interact.
+Trainable parameters: r (l + d + 1) + r(r-1)/2; 6,980 at l=100, r=8, d=768 (PT's 76,800 / 11; the ~7K reported).
 T5: the prompt goes on the encoder input; decoder-only: labels are padded with -100 over it.
 
 Provenance (paper, reference code, choices): docs/methods/lamp.md
@@ -42,10 +47,12 @@ class LAMPConfig:
     """Truncated-SVD rank r, at most min(l, d) (8: 6,952 at d=768, the ~7K a summary quotes)."""
     pool: int = field(default=2, metadata=bounds(1))
     """Average-pooling kernel = stride along the prompt length; must divide num_tokens; l/pool tokens are added."""
-    lr: float = field(default=1e-2, metadata=bounds(0.0, lo_open=True))
-    """Learning rate of U, q and V (not scaled by the embedding RMS: U and V have unit columns on any backbone)."""
+    lr: float = field(default=1e-2, metadata=bounds(0.0, lo_open=True, units="embedding"))
+    """Learning rate of U, q and V (U and V have unit columns on any backbone; q's lr follows the embedding RMS)."""
     init: Literal["vocab", "random"] = "vocab"
     """Prompt P0 decomposed at build, as PT: 'vocab': sampled vocabulary embeddings; 'random': U(-0.5, 0.5)."""
+    interactions: bool = True
+    """Pairwise products of the rank components (the compressed outer product); False: C = U diag(q) V^T only."""
 
     def __post_init__(self) -> None:
         check_pool(self)  # reject a bad pool at config load, before any trial starts
@@ -61,7 +68,7 @@ def check_pool(cfg: LAMPConfig) -> None:
 
 @register("lamp", LAMPConfig)
 class LAMP(PromptMethod):
-    """Prepends the average-pooled rank-r reconstruction U diag(q) V^T of an SVD-decomposed prompt."""
+    """Prepends the average-pooled compressed outer product of an SVD-decomposed prompt's rank components."""
 
     paper = "Lan, Xu et al., NAACL 2025, arXiv:2502.12200"
     inference_cost = "l/pool extra tokens; U diag(q) V^T once per batch"
@@ -84,12 +91,28 @@ class LAMP(PromptMethod):
         self.u = nn.Parameter(u[:, :r].float().contiguous())  # (l, r)
         self.q = nn.Parameter(s[:r].float().contiguous())  # (r,)
         self.v = nn.Parameter(vh[:r].T.float().contiguous())  # (d, r)
+        # CHOICE (the interaction module's form is not reachable; only "a compressed outer product module to
+        # facilitate multiple interactions among prompt tokens" is): one weight per pair i < j of rank components,
+        # zero at init so C starts as the truncated SVD of PT's prompt (and pool=1, full rank starts as PT).
+        self.pairs = r * (r - 1) // 2 if cfg.interactions else 0
+        if self.pairs:
+            self.w = nn.Parameter(torch.zeros(self.pairs))  # (r(r-1)/2,) unitless mixing weights
 
     def reconstructed(self) -> torch.Tensor:
-        """(l, d) float32 compressed outer product C = sum_i (U[:, i] q_i) (x) V[:, i] = U diag(q) V^T."""
+        """(l, d) float32 compressed outer product C (module docstring): C0 plus the pairwise interaction terms."""
         # CHOICE (M, I of the summary): M = U diag(q) (l x r), I = V^T (r x d); where q sits does not change C.
         # One (l, r) @ (r, d) product sums the r rank-1 outer products without materialising them ("compressed").
-        return (self.u * self.q) @ self.v.T
+        c = (self.u * self.q) @ self.v.T
+        if not self.pairs:
+            return c
+        i, j = torch.triu_indices(self.cfg.rank, self.cfg.rank, offset=1, device=self.u.device)  # (k,) each
+        n, d = self.u.shape[0], self.v.shape[0]
+        # CHOICE: sqrt(l), sqrt(d) give u_i*u_j and v_i*v_j about unit norm like u_i and v_i, and (q_i + q_j)/2
+        # carries the prompt's scale, so w is unitless on any backbone (rms_power 0) and an Adam step on w moves
+        # an interaction term as far, relative to C0, as a step on U or V moves a component.
+        left = self.u[:, i] * self.u[:, j] * n ** 0.5  # (l, k)
+        right = self.v[:, i] * self.v[:, j] * d ** 0.5  # (d, k)
+        return c + (left * (self.w * (self.q[i] + self.q[j]) / 2)) @ right.T
 
     def pooled(self) -> torch.Tensor:
         """(l / pool, d) float32 prompt: mean of each block of `pool` consecutive rows of C."""
@@ -107,7 +130,11 @@ class LAMP(PromptMethod):
         # r=8 (train loss after 15 AdamW steps, from ~16): pool 2: 11.4 at lr 3e-3, 2.1 at 1e-2; pool 1: 1.4 at
         # 3e-3, 1.7 at 3e-2 (prompt rows grown to ~4x an embedding's norm); at 1e-3 two 20-25-step trials stayed
         # near the frozen loss. Hence a default of 1e-2.
-        return [{"params": [self.u, self.q, self.v], "lr": self.cfg.lr, "name": "factors"}]
+        # rms_power (pipeline.methods.units): U and V have unit columns on any backbone; q (the singular values)
+        # carries the prompt's scale, so its lr follows the embedding RMS.
+        factors = [self.u, self.v] + ([self.w] if self.pairs else [])
+        return [{"params": factors, "lr": self.cfg.lr, "name": "factors", "rms_power": 0},
+                {"params": [self.q], "lr": self.cfg.lr, "name": "scales", "rms_power": 1}]
 
     @staticmethod
     def search_space() -> dict:
@@ -122,7 +149,8 @@ class LAMP(PromptMethod):
 
     @staticmethod
     def paper_param_count(cfg: LAMPConfig, info: BackboneInfo) -> int:
-        return cfg.rank * (cfg.num_tokens + info.hidden_size + 1)
+        return cfg.rank * (cfg.num_tokens + info.hidden_size + 1) + (cfg.rank * (cfg.rank - 1) // 2
+                                                                     if cfg.interactions else 0)
 
     @staticmethod
     def budget_overrides(tokens: int) -> dict:

@@ -36,7 +36,7 @@ from pipeline.schema import bounds
 class PTConfig:
     num_tokens: int = field(default=100, metadata=bounds(1))
     """Soft prompt length n (Lester et al. use 100 for their headline results)."""
-    lr: float = field(default=0.3, metadata=bounds(0.0, lo_open=True))
+    lr: float = field(default=0.3, metadata=bounds(0.0, lo_open=True, units="embedding"))
     """Learning rate of the prompt (0.3 in Lester et al. Sec. 3)."""
     init: Literal["vocab", "random"] = "vocab"
     """'vocab': sampled vocabulary embeddings (Sec. 2.2); 'random': U(-0.5, 0.5)."""
@@ -62,7 +62,8 @@ class PromptTuning(PromptMethod):
         return prepend_prompt(batch, self.prompt)
 
     def param_groups(self) -> list[dict]:
-        return [{"params": [self.prompt], "lr": self.cfg.lr, "name": "prompt"}]
+        # rms_power 1: the prompt lives in embedding space (pipeline.methods.units).
+        return [{"params": [self.prompt], "lr": self.cfg.lr, "name": "prompt", "rms_power": 1}]
 
     def peft_prompt(self) -> torch.Tensor:
         """PT's (n, d) prompt is exactly PEFT's PromptEmbedding table (prepended to the (encoder) input, mask 1)."""
@@ -71,7 +72,7 @@ class PromptTuning(PromptMethod):
     @staticmethod
     def search_space() -> dict:
         # Lester et al. Fig. 3(a) sweep prompt lengths {1, 5, 20, 100, 150}; lr around their 0.3.
-        return {"method.num_tokens": Choice((5, 20, 100, 150)), "method.lr": LogUniform(0.03, 1.0, per_rms=True)}
+        return {"method.num_tokens": Choice((5, 20, 100, 150)), "method.lr": LogUniform(0.03, 1.0)}
 
     @staticmethod
     def paper_param_count(cfg: PTConfig, info: BackboneInfo) -> int:

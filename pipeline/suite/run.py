@@ -15,7 +15,7 @@ import ray
 
 from pipeline.config import ExperimentConfig, absolute_path
 from pipeline.suite.config import SuiteConfig, SuiteTask, task_config
-from pipeline.suite.table import FROZEN, Cell, TaskResult, build_table, table_json, to_markdown
+from pipeline.suite.table import FROZEN, Cell, TaskResult, build_table, table_json, to_markdown, wilson_interval
 
 SUITE_TAG = "promptfarm.suite_id"
 
@@ -145,14 +145,33 @@ def _task(cfg_dict: dict, task: dict, search_id: str, restore: bool, register: b
     res = {"num_cpus": cfg.train.cpus_per_worker, "num_gpus": 1 if cfg.train.use_gpu else 0}
     scores = ray.get(_report_scores.options(**res).remote(cfg_dict, t.report_split, t.report_file, t.report_limit,
                                                           {m: run for m, (_, run) in best.items()}, uri, frozen))
+    metric = get_task(cfg.data.task).metric
+    n = scores.pop("n")
+
+    def interval(score: float | None) -> list[float] | None:
+        return wilson_interval(score, n) if score is not None and metric == "accuracy" and n else None
+
     cells = {}
-    for method, (trial, _) in best.items():
+    for method, (trial, run) in best.items():
         cells[method] = Cell(scores[method], trial.trainable_params,
-                             sum(tr.steps for tr in s.trials if tr.method == method), trial.trial_id)
+                             sum(tr.steps for tr in s.trials if tr.method == method), trial.trial_id, n,
+                             interval(scores[method]), _curve(uri, run, f"val_{metric}"))
     if frozen:
-        cells[FROZEN] = Cell(scores[FROZEN], 0, 0, None)
+        cells[FROZEN] = Cell(scores[FROZEN], 0, 0, None, n, interval(scores[FROZEN]))
     return asdict(TaskResult(t.name, "done", get_task(cfg.data.task).metric, None, search_id, cells, steps,
                              s.model_name, s.version))
+
+
+def _curve(uri: str, run_id: str | None, metric: str) -> list[list[float]]:
+    """[step, selection metric, train loss] at every evaluation the trial's MLflow run logged."""
+    from pipeline.tracking.runs import mlflow_client
+
+    if run_id is None:
+        return []
+    client = mlflow_client(uri)
+    loss = {m.step: m.value for m in client.get_metric_history(run_id, "train_loss")}
+    return [[m.step, m.value, loss.get(m.step, float("nan"))]
+            for m in sorted(client.get_metric_history(run_id, metric), key=lambda m: m.step)]
 
 
 def _best_per_method(s, cfg: ExperimentConfig, uri: str) -> dict:
@@ -177,9 +196,11 @@ def _best_per_method(s, cfg: ExperimentConfig, uri: str) -> dict:
 @ray.remote
 def _report_scores(cfg_dict: dict, split: str, path: str | None, limit: int | None, runs: dict, uri: str,
                    frozen: bool) -> dict:
-    """{method: report-split score} of each method's best prompt (downloaded from its trial run), + frozen."""
+    """{method: report-split score} of each method's best prompt (downloaded from its trial run), + frozen, and
+    'n': the number of report examples."""
     import tempfile
 
+    from pipeline.data.sources import load_examples
     from pipeline.data.tasks import get_task
     from pipeline.predict import Predictor
     from pipeline.tracking.runs import mlflow_client
@@ -190,14 +211,16 @@ def _report_scores(cfg_dict: dict, split: str, path: str | None, limit: int | No
 
         use_reserved_cpus(cfg.train.cpus_per_worker)  # scoring held 1 of 2 reserved cores before
     key = f"val_{get_task(cfg.data.task).metric}"
-    client, out = mlflow_client(uri), {}
+    client = mlflow_client(uri)
+    out = {"n": len(load_examples(get_task(cfg.data.task), split, path, limit, seed=0))}  # as Predictor.evaluate
     for method, run_id in runs.items():
         with tempfile.TemporaryDirectory() as tmp:
             local = client.download_artifacts(run_id, "prompt", tmp)
-            out[method] = Predictor.load(local, max_length=cfg.data.max_length).evaluate(split, path, limit)[key]
+            out[method] = Predictor.load(local).evaluate(split, path, limit)[key]
     if frozen:
-        out[FROZEN] = Predictor.frozen(cfg.backbone, cfg.data.task, cfg.data.max_length).evaluate(split, path,
-                                                                                                   limit)[key]
+        frozen_predictor = Predictor.frozen(cfg.backbone, cfg.data.task, cfg.data.max_length,
+                                            cfg.data.decoder_separator)
+        out[FROZEN] = frozen_predictor.evaluate(split, path, limit)[key]
     return out
 
 
@@ -214,6 +237,20 @@ def _log_table(client, run_id: str, table: dict, markdown: str, results: list[Ta
         for method, cell in r.cells.items():
             if cell.score is not None:
                 client.log_metric(run_id, f"{r.task}.{method}", cell.score)
-    from pipeline.suite.plot import score_figure
+    from pipeline.suite.plot import curve_figure, score_figure
 
     client.log_figure(run_id, score_figure(table), "scores.png")
+    client.log_figure(run_id, curve_figure(table), "curves.png")
+
+
+def write_outputs(summary: SuiteSummary, out_dir: str | Path) -> list[Path]:
+    """table.md, table.json, scores.png and curves.png of a finished suite under `out_dir` (e.g. docs/results)."""
+    from pipeline.suite.plot import curve_figure, score_figure
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(summary.markdown)
+    (out / "table.json").write_text(json.dumps(table_json(summary.table), indent=2))
+    score_figure(summary.table).savefig(out / "scores.png", dpi=120)
+    curve_figure(summary.table).savefig(out / "curves.png", dpi=120)
+    return [out / n for n in ("table.md", "table.json", "scores.png", "curves.png")]

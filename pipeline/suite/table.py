@@ -24,6 +24,12 @@ class Cell:
     """Optimizer steps over all of the method's trials in the task's search (its share of the cost)."""
     trial: str | None = None
     """Trial id whose prompt was scored."""
+    n: int | None = None
+    """Report examples scored."""
+    interval: list[float] | None = None
+    """95% Wilson interval of an accuracy score over the n report examples (None for other metrics)."""
+    curve: list[list[float]] = field(default_factory=list)
+    """Learning curve of the scored trial: [step, selection-split metric, train loss] per evaluation."""
 
 
 @dataclass
@@ -86,6 +92,13 @@ def table_json(table: dict) -> dict:
     return {**table, "rows": rows}
 
 
+def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> list[float]:
+    """95% Wilson score interval [lo, hi] of a proportion measured on n examples (sound at 0 or 1, unlike +-2 SE)."""
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * (accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) ** 0.5 / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
@@ -106,10 +119,15 @@ def to_markdown(table: dict) -> str:
             elif cell is None or cell.score is None:
                 out.append("—")
             else:
-                text = _pct(cell.score) + (f" ({cell.trial_steps:,} steps)" if row["method"] != FROZEN else "")
+                ci = f" [{_pct(cell.interval[0])}, {_pct(cell.interval[1])}]" if cell.interval else ""
+                text = _pct(cell.score) + ci + (f" ({cell.trial_steps:,} steps)" if row["method"] != FROZEN else "")
                 out.append(f"**{text}**" if row["method"] in table["best"].get(t["task"], []) else text)
         out.append("—" if row["average"] is None else _pct(row["average"]))
         lines.append("| " + " | ".join(out) + " |")
     notes = [f"- {t['task']} failed: {t['reason']}" for t in tasks if t["status"] != "done"]
+    sizes = {t["task"]: c.n for row in table["rows"] for t in tasks if (c := row["cells"].get(t["task"])) and c.n}
+    if sizes:
+        notes.append("- report examples: " + ", ".join(f"{k} {v:,}" for k, v in sizes.items())
+                     + "; [lo, hi]: 95% Wilson interval of an accuracy")
     notes.append(f"- trial-steps over all searches: {table['trial_steps']:,}")
     return "\n".join(lines + [""] + notes) + "\n"

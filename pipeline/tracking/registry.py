@@ -136,7 +136,8 @@ def evaluate_frozen(cfg, tracking_uri: str, split: str = "validation", path: str
     logged as one run of 'promptfarm-evaluations' tagged baseline=frozen and the config's registered model name."""
     from pipeline.predict import Predictor
 
-    metrics = Predictor.frozen(cfg.backbone, cfg.data.task, cfg.data.max_length).evaluate(split, path, limit)
+    metrics = Predictor.frozen(cfg.backbone, cfg.data.task, cfg.data.max_length,
+                               cfg.data.decoder_separator).evaluate(split, path, limit)
     client = mlflow_client(tracking_uri)
     exp = client.get_experiment_by_name("promptfarm-evaluations")
     exp_id = exp.experiment_id if exp else client.create_experiment("promptfarm-evaluations")

@@ -20,13 +20,14 @@ import torch
 import torch.distributed as dist
 
 from pipeline import methods
-from pipeline.backbone import embedding_rows, load_backbone
+from pipeline.backbone import embedding_rows, input_embedding_rms, load_backbone
 from pipeline.config import ExperimentConfig
 from pipeline.data.encode import Encoder, collate
 from pipeline.data.sources import load_examples
 from pipeline.data.tasks import get_task
 from pipeline.methods.artifact import CONFIG_FILE, TENSORS_FILE, load_prompt, read_prompt_meta, save_prompt
 from pipeline.methods.base import count_trainable
+from pipeline.methods.units import absolute_groups
 from pipeline.prompted import PromptedModel
 from pipeline.records import better
 from pipeline.train.checkpoint import load_optimizer, save_optimizer
@@ -83,13 +84,26 @@ def _lr_lambda(warmup: int, total: int):
     return f
 
 
+def make_optimizer(method, backbone, weight_decay: float, lr_units: str) -> torch.optim.AdamW:
+    """AdamW over `method`'s groups with absolute lrs for `backbone`'s embedding scale (pipeline.methods.units): the
+    one place a configured lr becomes the lr a tensor is moved by (trials, bench and peer check alike)."""
+    return torch.optim.AdamW(absolute_groups(method.param_groups(), input_embedding_rms(backbone), lr_units),
+                             weight_decay=weight_decay)
+
+
+def lr_line(optimizer: torch.optim.Optimizer) -> str:
+    """'prompt 0.3 -> 0.00408, ...': each group's configured and absolute peak lr, for the trial's first line."""
+    return ", ".join(f"{g['name']} {g['configured_lr']:.3g} -> {g.get('initial_lr', g['lr']):.3g}"
+                     for g in optimizer.param_groups)
+
+
 def build_engine(cfg: ExperimentConfig, prompted: PromptedModel, method, start_step: int):
-    """DeepSpeed engine over `prompted` training only `method`'s param groups (AdamW + warm-up/decay schedule,
-    fast-forwarded to `start_step`)."""
+    """DeepSpeed engine over `prompted` training only `method`'s param groups (AdamW at absolute lrs + warm-up/decay
+    schedule, fast-forwarded to `start_step`)."""
     import deepspeed
 
     total = cfg.train.max_steps
-    optimizer = torch.optim.AdamW(method.param_groups(), weight_decay=cfg.train.weight_decay)
+    optimizer = make_optimizer(method, prompted.backbone, cfg.train.weight_decay, cfg.train.lr_units)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.train.warmup_steps, total))
     for _ in range(start_step):  # resume the schedule where the checkpoint left it
         scheduler.step()
@@ -127,7 +141,7 @@ def train_worker(loop_config: dict) -> None:
     task = get_task(cfg.data.task)
     ds = ds_config(cfg.train, cfg.backbone.dtype)
     model, tokenizer, info = load_backbone(cfg.backbone, zero3_config=ds if cfg.train.zero_stage == 3 else None)
-    method = methods.build(cfg.method, info, embedding_rows(model), seed=cfg.seed)
+    method = methods.build(cfg.method, info, embedding_rows(model, tokenizer), seed=cfg.seed)
     start_step, restored_dir = _restore_prompt(method, info)
     if start_step >= cfg.train.max_steps:
         # Finished before its search driver died, but the restored search had not recorded it: end with the
@@ -135,11 +149,13 @@ def train_worker(loop_config: dict) -> None:
         ray.train.report(read_prompt_meta(restored_dir)["metrics"])
         return
 
-    enc = Encoder(tokenizer, info.is_seq2seq, cfg.data.max_length, cfg.data.max_target_length)
+    enc = Encoder(tokenizer, info.is_seq2seq, cfg.data.max_length, cfg.data.max_target_length,
+                  cfg.data.decoder_separator)
     train_ex = load_examples(task, "train", cfg.data.train_file, cfg.data.max_train_samples, cfg.seed)
     val_ex = load_examples(task, "validation", cfg.data.validation_file, cfg.data.max_eval_samples, cfg.seed)
     features = enc.examples(task, train_ex)[rank::world]
     engine = build_engine(cfg, PromptedModel(model, method, info.is_seq2seq), method, start_step)
+    lrs = _absolute_lrs(engine)
     if restored_dir is not None:
         why = load_optimizer(engine, restored_dir / OPTIMIZER_DIR, rank, world, cfg.train.zero_stage)
         if why and rank == 0:
@@ -150,11 +166,13 @@ def train_worker(loop_config: dict) -> None:
     tracker = progress = None
     if rank == 0:
         tracker = _Tracker(ctx)
+        tracker.log_params({f"lr_abs.{name}": lr for name, lr in lrs.items()})
         progress = Progress(label, start_step, cfg.train.max_steps, cfg.train.progress_every,
                             cfg.train.progress_seconds, log=tracker.log_metrics)
         print(f"[promptfarm] {label} training from step {start_step} on {torch.get_num_threads()} torch threads "
-              f"(train.cpus_per_worker={cfg.train.cpus_per_worker:g}), {count_trainable(method):,} trainable params",
-              flush=True)
+              f"(train.cpus_per_worker={cfg.train.cpus_per_worker:g}), {count_trainable(method):,} trainable params; "
+              f"lr {lr_line(engine.optimizer)} (embedding RMS {input_embedding_rms(model):.4g}, "
+              f"train.lr_units={cfg.train.lr_units})", flush=True)
     losses: list[float] = []
     best = None
     for step in range(start_step + 1, cfg.train.max_steps + 1):
@@ -173,6 +191,11 @@ def train_worker(loop_config: dict) -> None:
         improved = better(value, best, ctx.mode)
         best = value if improved else best
         _report(cfg, engine, method, info, task.name, step, metrics, rank, world, tracker, improved)
+
+
+def _absolute_lrs(engine) -> dict[str, float]:
+    """{group name: absolute peak lr} of the engine's optimizer (before the schedule's factor)."""
+    return {g["name"]: g["initial_lr"] if "initial_lr" in g else g["lr"] for g in engine.optimizer.param_groups}
 
 
 def _setup_worker(cfg: ExperimentConfig, ctx: LoopContext, rank: int) -> None:
@@ -212,7 +235,8 @@ def _report(cfg, engine, method, info, task: str, step: int, metrics: dict, rank
         (Path(tmp) / OPTIMIZER_DIR).mkdir()
         save_optimizer(engine, Path(tmp) / OPTIMIZER_DIR, rank, world, cfg.train.zero_stage)
         if rank == 0:
-            save_prompt(tmp, cfg.method, state, info, task, extra={"step": step, "metrics": metrics})
+            save_prompt(tmp, cfg.method, state, info, task, extra={"step": step, "metrics": metrics, "encoding": {
+                "max_length": cfg.data.max_length, "decoder_separator": cfg.data.decoder_separator}})
             tracker.log(metrics, step, tmp if improved else None)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
@@ -236,6 +260,14 @@ class _Tracker:
             from pipeline.tracking.runs import mlflow_client
 
             self.client, self.run_id = mlflow_client(ctx.tracking_uri), ctx.run_id
+
+    def log_params(self, params: dict) -> None:
+        """Log params once per trial run (a restarted worker group logs the same values again, which MLflow allows)."""
+        if self.client is None:
+            return
+        from mlflow.entities import Param
+
+        self.client.log_batch(self.run_id, params=[Param(k, f"{v:.6g}") for k, v in params.items()])
 
     def log_metrics(self, metrics: dict, step: int) -> None:
         if self.client is None:

@@ -26,7 +26,7 @@ from pipeline.records import (
     ended_as,
     search_metric,
 )
-from pipeline.tune.space import lr_scale, search_space, to_ray
+from pipeline.tune.space import search_space, to_ray
 
 DRIVER_CPU = 0.01
 """CPUs reserved by each trial's driver fn, which only waits on its TorchTrainer."""
@@ -122,13 +122,9 @@ def _tuner(cfg: ExperimentConfig, run: _SearchRun, resuming: bool):
     path = f"{cfg.storage_path.rstrip('/')}/{run.search_id}"  # a URI (s3://...) or a mounted path
     if resuming:
         return tune.Tuner.restore(path, trainable=trainable, resume_errored=False, restart_errored=False)
-    factor = lr_scale(cfg)
-    if factor != 1.0:
-        print(f"[promptfarm] default prompt learning rates x{factor:.4g} (search.lr_scale; None = the backbone's "
-              f"embedding RMS / pipeline.tune.space.REFERENCE_RMS)", flush=True)
     status_cb = MlflowTrialStatus(run.uri, run.exp_id, run.search_id, run.max_reports, cfg.train.max_steps)
     return tune.Tuner(
-        trainable, param_space=to_ray(search_space(cfg, factor)),
+        trainable, param_space=to_ray(search_space(cfg)),
         tune_config=tune.TuneConfig(
             metric=run.metric, mode=run.mode, num_samples=cfg.search.num_samples,
             search_alg=search_algorithm(cfg, cfg.search.max_concurrent_trials or _concurrency(cfg)),
@@ -162,8 +158,12 @@ def _finish(cfg: ExperimentConfig, run: _SearchRun, summary: SearchSummary, regi
 
 def train_one(cfg: ExperimentConfig, register: bool | None = None) -> SearchSummary:
     """One trial of exactly the configured method and values (nothing sampled), tracked and registered as a
-    one-trial search: same MLflow runs, checkpoints, fault tolerance and registry rule."""
+    one-trial search: same MLflow runs, checkpoints, fault tolerance and registry rule.
+
+    search.equal_budget is dropped too: it would overwrite the method section's own sizes (PT's num_tokens, the
+    decomposed methods' rank), and a train-one of `method.num_tokens=60` must train 60 tokens."""
     cfg.search.num_samples, cfg.search.methods, cfg.search.space, cfg.search.default_space = 1, {}, {}, False
+    cfg.search.equal_budget = None
     return run_search(cfg, register=register)
 
 

@@ -25,7 +25,7 @@ class Grid:
     """Every one of `values`, each with num_samples trials (Tune's grid_search); only for method.name."""
 
     values: tuple
-    per_rms: bool = False
+
 
 _YAML_KINDS = {"choice": lambda v: Choice(tuple(v)), "loguniform": lambda v: LogUniform(*v),
                "uniform": lambda v: Uniform(*v)}
@@ -52,36 +52,10 @@ def budget_values(name: str, tokens: int | None, key: str = "search.equal_budget
     return values
 
 
-REFERENCE_RMS = 10.0
-"""Embedding RMS the methods' default prompt learning rates are taken to be written for (the papers' 0.3 comes
-from T5 runs, whose embeddings are far larger than a small decoder's). CHOICE, measured: on SmolLM2-135M (RMS
-0.136) PT-100 reached 81.3% SST-2 dev accuracy (128 rows) after 50 steps at lr 0.003 and 77.3% at lr 0.04; 10
-maps the papers' 0.3 to 0.004 there, i.e. Adam moves a prompt coordinate by ~3% of the embeddings' RMS per step."""
-
-
-def lr_scale(cfg: ExperimentConfig) -> float:
-    """search.lr_scale, else the backbone's embedding RMS / REFERENCE_RMS (1.0 when its weights are not local)."""
-    if cfg.search.lr_scale is not None:
-        return cfg.search.lr_scale
-    from pipeline.backbone import embedding_rms
-
-    rms = embedding_rms(cfg.backbone)
-    return 1.0 if rms is None else rms / REFERENCE_RMS
-
-
-def _scaled(dist: Dist, factor: float) -> Dist:
-    """`dist` with every value multiplied by `factor` if it is a per-RMS learning rate (else unchanged)."""
-    if not dist.per_rms or factor == 1.0:
-        return dist
-    if isinstance(dist, Choice):
-        return Choice(tuple(float(f"{v * factor:.4g}") for v in dist.values))
-    return type(dist)(float(f"{dist.lo * factor:.4g}"), float(f"{dist.hi * factor:.4g}"))
-
-
-def _own_space(name: str, cfg: ExperimentConfig, factor: float) -> dict[str, Dist]:
+def _own_space(name: str, cfg: ExperimentConfig) -> dict[str, Dist]:
     fixed = {f"method.{k}" for k in budget_values(name, cfg.search.equal_budget)}
     space = dict(methods.get(name).module_cls.search_space()) if cfg.search.default_space else {}
-    return {k: _scaled(d, factor) for k, d in space.items() if k not in fixed}
+    return {k: d for k, d in space.items() if k not in fixed}
 
 
 PATH_KEYS = ("data.train_file", "data.validation_file")
@@ -94,23 +68,22 @@ def _absolute(key: str, dist: Dist) -> Dist:
     return dist
 
 
-def search_space(cfg: ExperimentConfig, factor: float | None = None) -> dict[str, Dist]:
+def search_space(cfg: ExperimentConfig) -> dict[str, Dist]:
     """The (conditional) space of this search, every key checked against the config before Ray starts.
 
-    `factor`: multiplies the default spaces' prompt learning rates (None: `lr_scale(cfg)`); user-given
-    `search.space` entries are absolute and never scaled."""
-    factor = lr_scale(cfg) if factor is None else factor
+    Sampled values are config values: learning rates stay in the config's units (train.lr_units) and become
+    absolute in the trial, where the backbone is loaded (pipeline.methods.units)."""
     user = {k: _absolute(k, parse_dist(k, v)) for k, v in cfg.search.space.items()}
     names = list(cfg.search.methods) or [cfg.method_name]
     if not cfg.search.methods:
-        space = {**_own_space(names[0], cfg, factor), **user}
+        space = {**_own_space(names[0], cfg), **user}
     else:
         if cfg.search.method_grid and cfg.search.algorithm != "random":
             raise ConfigError(f"search.method_grid=true needs search.algorithm='random', got "
                               f"{cfg.search.algorithm!r} (a model-based sampler cannot take a grid)")
         space = {METHOD_KEY: (Grid if cfg.search.method_grid else Choice)(tuple(names))}
         for name in names:
-            space.update({f"{name}:{k}": d for k, d in _own_space(name, cfg, factor).items()})
+            space.update({f"{name}:{k}": d for k, d in _own_space(name, cfg).items()})
         space.update(user)
     base = cfg.to_dict()
     for name in names:  # every key, at its first value, must give a valid config for the method it applies to
