@@ -14,6 +14,7 @@ def test_frozen_baseline_is_one_command_and_one_mlflow_run(tmp_path, tiny_dirs, 
 
     from pipeline.backbone import load_backbone
     from pipeline.cli import app
+    from pipeline.config import DataConfig
     from pipeline.data.encode import Encoder
     from pipeline.data.sources import load_examples
     from pipeline.data.tasks import get_task
@@ -31,7 +32,8 @@ def test_frozen_baseline_is_one_command_and_one_mlflow_run(tmp_path, tiny_dirs, 
     printed = dict(line.split("\t") for line in result.stdout.strip().splitlines() if line.startswith("val_"))
     model, tok, _ = load_backbone(BackboneConfig(name_or_path=str(tiny_dirs["llama"])))
     rows = load_examples(get_task("sst2"), "validation", str(FIXTURES / "sst2_tiny" / "validation.tsv"), None, 0)
-    want = evaluate(PromptedModel(model, NoPrompt(), False).eval(), Encoder(tok, False, 64, 8), get_task("sst2"),
+    enc = Encoder(tok, False, 64, 8, DataConfig().decoder_separator)  # the template the config's default ships
+    want = evaluate(PromptedModel(model, NoPrompt(), False).eval(), enc, get_task("sst2"),
                     rows, 32, torch.device("cpu"))
     assert float(printed["val_loss"]) == pytest.approx(want["val_loss"], abs=1e-4)
     client = mlflow_client(uri)

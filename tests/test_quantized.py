@@ -133,7 +133,7 @@ def test_deepspeed_zero2_engine_trains_over_a_quantised_backbone(tiny64, gloo_wo
 
     cfg = load_config(ROOT / "jobs" / "configs" / "smoke.yaml", [
         f"backbone.name_or_path={tiny64['llama']}", f"backbone.quantization={quantization}", "train.max_steps=6",
-        "train.batch_size=4", "method={name: pt, num_tokens: 4, lr: 0.3}"])
+        "train.batch_size=4", "method={name: pt, num_tokens: 4, lr: 0.3}", "train.lr_units=absolute"])
     assert ds_config(cfg.train, cfg.backbone.dtype)["zero_optimization"]["stage"] == 2
     model, tok, info = load_backbone(cfg.backbone)
     frozen = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -113,3 +113,23 @@ def test_method_grid_gives_every_method_num_samples_trials():
     with pytest.raises(ConfigError, match="method_grid"):
         search_space(load_config(SMOKE, ["search.methods={pt: {}}", "search.method_grid=true",
                                          "search.algorithm=optuna"]))
+
+
+def test_train_one_and_a_search_build_the_same_trial_for_the_same_values():
+    """A trial's whole config (method lrs in config units, converted at the worker alike) is the same whether a
+    search sampled the values or train-one was given them; train-one keeps the method's own sizes."""
+    from pipeline.tune.search import one_trial
+
+    overrides = ["search.methods={pt: {}, dept: {max_length: 64}}", "search.equal_budget=100"]
+    searched = load_config(SMOKE, overrides)
+    params = {METHOD_KEY: "dept", "dept:method.lr": 0.5, "dept:method.lr_lowrank": 3e-4}
+    trial = ExperimentConfig.from_dict(trial_config(searched.to_dict(), params))
+    assert trial.method.lr == 0.5 and trial.method.lr_lowrank == 3e-4  # config units, converted at the worker
+    budget = trial.method.budget_tokens
+    one = one_trial(load_config(SMOKE, overrides + [
+        f"method={{name: dept, max_length: 64, lr: 0.5, lr_lowrank: 3.0e-4, budget_tokens: {budget}}}"]))
+    alone = ExperimentConfig.from_dict(trial_config(one.to_dict(), {}))
+    assert alone.method == trial.method and alone.train == trial.train and alone.data == trial.data
+    assert alone.search.equal_budget is None  # PT's num_tokens=60 would not be resized to 100
+    pt60 = one_trial(load_config(SMOKE, overrides + ["method={name: pt, num_tokens: 60}"]))
+    assert ExperimentConfig.from_dict(trial_config(pt60.to_dict(), {})).method.num_tokens == 60

@@ -158,13 +158,18 @@ def _finish(cfg: ExperimentConfig, run: _SearchRun, summary: SearchSummary, regi
 
 def train_one(cfg: ExperimentConfig, register: bool | None = None) -> SearchSummary:
     """One trial of exactly the configured method and values (nothing sampled), tracked and registered as a
-    one-trial search: same MLflow runs, checkpoints, fault tolerance and registry rule.
+    one-trial search: same MLflow runs, checkpoints, fault tolerance and registry rule."""
+    return run_search(one_trial(cfg), register=register)
+
+
+def one_trial(cfg: ExperimentConfig) -> ExperimentConfig:
+    """`cfg` as a search of exactly one trial of its method section (mutated in place and returned).
 
     search.equal_budget is dropped too: it would overwrite the method section's own sizes (PT's num_tokens, the
     decomposed methods' rank), and a train-one of `method.num_tokens=60` must train 60 tokens."""
     cfg.search.num_samples, cfg.search.methods, cfg.search.space, cfg.search.default_space = 1, {}, {}, False
     cfg.search.equal_budget = None
-    return run_search(cfg, register=register)
+    return cfg
 
 
 def ensure_ray(cfg: ExperimentConfig) -> bool:
