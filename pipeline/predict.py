@@ -27,25 +27,31 @@ class Predictor:
     """The task the prompt was trained on."""
     meta: dict
     """prompt_config.json contents."""
+    device: torch.device = torch.device("cpu")
+    """Where batches are scored (the backbone's device)."""
 
     @classmethod
-    def load(cls, prompt_dir: str | Path, backbone: str | None = None, dtype: str = "float32",
+    def load(cls, prompt_dir: str | Path, backbone: str | None = None, dtype: str | None = None,
              trust_remote_code: bool = False, max_length: int | None = None,
-             quantization: str | None = None) -> Predictor:
-        """Backbone from `backbone` or the id/path recorded in the prompt, loaded with `quantization` (None: the
-        recorded one); method from the registry; tokenised as recorded (`max_length` None: the training one)."""
+             quantization: str | None = None, device: str | None = None) -> Predictor:
+        """Backbone from `backbone` or the id/path recorded in the prompt, loaded with `quantization` and `dtype`
+        (None: the recorded ones); method from the registry; tokenised exactly as in training (the artifact's
+        `encoding`; `max_length` overrides its length); scored on `device` (None: CUDA when present, else CPU)."""
         from pipeline.backbone import load_backbone
 
         meta = read_prompt_meta(prompt_dir)
-        rec = meta["backbone"]
+        rec, enc = meta["backbone"], recorded_encoding(meta, prompt_dir)
         bcfg = BackboneConfig(name_or_path=backbone or rec["name_or_path"],
-                              revision=None if backbone else rec.get("revision"), dtype=dtype,
+                              revision=None if backbone else rec.get("revision"), dtype=dtype or enc["dtype"],
                               gguf=None if backbone else rec.get("gguf"), trust_remote_code=trust_remote_code,
                               quantization=quantization or rec.get("quantization", "none"))
         model, tok, info = load_backbone(bcfg)
         method, meta = load_prompt(prompt_dir, info, meta)
-        prompted = PromptedModel(model, method.to(model.dtype), info.is_seq2seq).eval()
-        return cls(prompted, Encoder.recorded(tok, info.is_seq2seq, meta, max_length), get_task(meta["task"]), meta)
+        dev = _device(device, model, bcfg.quantization)
+        prompted = PromptedModel(model, method.to(model.dtype), info.is_seq2seq).to(dev).eval()
+        encoder = Encoder(tok, info.is_seq2seq, max_length or enc["max_length"], enc["max_target_length"],
+                          enc["decoder_separator"])
+        return cls(prompted, encoder, get_task(meta["task"]), meta, dev)
 
     @classmethod
     def frozen(cls, bcfg: BackboneConfig, task: str, max_length: int = 256, separator: str = "") -> Predictor:
@@ -64,7 +70,7 @@ class Predictor:
         examples = [{f: "" for f in self.task.text_fields} | {field: t, "label": 0} for t in texts]
         out: list[str] = []
         for i in range(0, len(examples), batch_size):
-            rows = score_examples(self.model, self.encoder, self.task, examples[i: i + batch_size], torch.device("cpu"))
+            rows = score_examples(self.model, self.encoder, self.task, examples[i: i + batch_size], self.device)
             for pred, *_ in rows:
                 out.append(self.task.label_words[pred] if self.task.is_classification else f"{pred:.2f}")
         return out
@@ -76,4 +82,27 @@ class Predictor:
         from pipeline.train.evaluate import evaluate
 
         examples = load_examples(self.task, split, path, limit, seed=0)
-        return evaluate(self.model, self.encoder, self.task, examples, batch_size, torch.device("cpu"))
+        return evaluate(self.model, self.encoder, self.task, examples, batch_size, self.device)
+
+
+# What a prompt trained before its artifact recorded an encoding was tokenised with (the loaders' old constants).
+_LEGACY_ENCODING = {"max_length": 256, "max_target_length": 8, "decoder_separator": "", "dtype": "float32"}
+
+
+def recorded_encoding(meta: dict, prompt_dir: str | Path = "") -> dict:
+    """The artifact's `encoding` (lengths, decoder separator, backbone dtype), or the old constants with a note."""
+    if "encoding" not in meta:
+        import logging
+
+        logging.getLogger("promptfarm").warning(
+            f"prompt in {str(prompt_dir)!r} records no encoding (saved before promptfarm recorded one): scoring it "
+            f"with max_length 256, max_target_length 8, no decoder separator, float32")
+        return dict(_LEGACY_ENCODING)
+    return {**_LEGACY_ENCODING, **meta["encoding"]}
+
+
+def _device(device: str | None, model, quantization: str) -> torch.device:
+    """`device`, else CUDA when present; a quantised backbone stays where bitsandbytes placed it."""
+    if quantization != "none":
+        return next(model.parameters()).device
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -95,3 +95,27 @@ def test_two_workers_report_what_one_reports(backbones, tiny_dirs, tmp_path):
     assert two.keys() == one.keys()
     for k in one:
         assert two[k] == pytest.approx(one[k], rel=1e-5), k
+
+
+@pytest.mark.parametrize("name", ["dept", "ept"])
+def test_free_generation_keeps_end_aligned_offsets_on_the_source(name, backbones):
+    """Greedy decoding (STS-B-style regression) grows the sequence by one token per step; the offsets of an
+    end-aligned method must stay on the source tokens, as in training, not slide onto the generated ones."""
+    from pipeline.train.evaluate import generate
+
+    model, tok, info = backbones["llama"]
+    pm = _prompted(model, info, name)
+    assert pm.method.align == "end"
+    seen = []
+    hook = pm.method.register_forward_hook(lambda mod, args, out: seen.append(out.inputs_embeds.detach().clone()))
+    enc = Encoder(tok, False, 64, 4, " Label :")
+    sources = [RTE.source_text(ex) for ex in EXAMPLES[:2]]
+    try:
+        generate(pm, enc, sources, "cpu")
+    finally:
+        hook.remove()
+    n_prompt = pm.method.num_virtual_tokens(pm.method.cfg)
+    shortest = min(len(enc.source_ids(s)) for s in sources)
+    assert len(seen) == 4
+    for step in seen[1:]:  # every step rewrites the source exactly as the first did
+        torch.testing.assert_close(step[:, :n_prompt + shortest], seen[0][:, :n_prompt + shortest], rtol=0, atol=0)

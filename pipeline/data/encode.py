@@ -44,14 +44,6 @@ class Encoder:
             return ids
         return ids[: max(self.max_length - len(self._sep_ids), 1)] + self._sep_ids
 
-    @classmethod
-    def recorded(cls, tokenizer, is_seq2seq: bool, meta: dict, max_length: int | None = None) -> Encoder:
-        """The encoder a prompt artifact was trained with: its recorded `encoding` (written by the trial loop;
-        artifacts from before the separator have none)."""
-        enc = meta.get("encoding", {})
-        return cls(tokenizer, is_seq2seq, max_length or enc.get("max_length", 256), 8,
-                   enc.get("decoder_separator", ""))
-
     def target_ids(self, text: str) -> list[int]:
         # Leading space: label words are separate words after the source in a decoder-only sequence.
         ids = self.tokenizer((text if self.is_seq2seq else " " + text), add_special_tokens=False)["input_ids"]

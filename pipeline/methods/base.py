@@ -8,6 +8,7 @@ config and `state_dict`. A method file imports this module and the registry, nev
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
@@ -146,6 +147,26 @@ def init_short_prompt(init: str, embed_rows: EmbedRows | None, m: int, info: Bac
         return init_from_vocab(embed_rows, m, info.vocab_size, info.hidden_size, seed)
     gen = torch.Generator().manual_seed(seed)
     return torch.rand(m, info.hidden_size, generator=gen) - 0.5
+
+
+def init_offset_factors(s: int, r: int, d: int, alpha: float, seed: int) -> tuple[Tensor, Tensor, float]:
+    """(A (s, r), B (r, d), scale) of DePT's position offsets alpha/sqrt(r) A B (DePT and EPT alike).
+
+    As the reference (`peft/tuners/prompt_tuning_lora.py:131-139`): A kaiming_uniform_(a=sqrt(5)), which reads
+    fan_in = size(1) = r, i.e. A ~ U(-1/sqrt(r), 1/sqrt(r)); B = 0, so the offset starts at 0 and the method as
+    PT; scale lora_alpha / sqrt(r) (the paper writes E + A B: keeping the code's factor lets the released lrs
+    transfer); r = 0: no offset (scale 0). A private generator keeps every rank's init identical without touching
+    the global RNG."""
+    a, b = torch.zeros(s, r), torch.zeros(r, d)
+    if r > 0:
+        nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=torch.Generator().manual_seed(seed))
+    return a, b, (alpha / math.sqrt(r) if r > 0 else 0.0)
+
+
+def offset_groups(a: nn.Parameter, b: nn.Parameter, lr: float) -> list[dict]:
+    """Param groups of DePT-style offset factors: A is unit-free, B lives in embedding space (rms_power 0 / 1)."""
+    return [{"params": [a], "lr": lr, "name": "lowrank_a", "rms_power": 0},
+            {"params": [b], "lr": lr, "name": "lowrank_b", "rms_power": 1}]
 
 
 def add_leading_offsets(emb: Tensor, off: Tensor) -> Tensor:

@@ -17,7 +17,6 @@ Provenance (paper, reference code, choices): docs/methods/dept.md
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -32,7 +31,9 @@ from pipeline.methods.base import (
     PromptBatch,
     PromptMethod,
     add_position_offsets,
+    init_offset_factors,
     init_short_prompt,
+    offset_groups,
     prepend_prompt,
     resolve_align,
 )
@@ -83,15 +84,10 @@ class DePT(PromptMethod):
         # Every tensor is a direct nn.Parameter of this module (ZeRO-3 gathers them when this forward runs),
         # stored in float32 and cast to the batch dtype when applied.
         self.prompt = nn.Parameter(init_short_prompt(cfg.init, embed_rows, cfg.num_tokens, info, seed))  # (m, d)
-        self.lowrank_a = nn.Parameter(torch.zeros(cfg.max_length, r))  # (s, r)
-        self.lowrank_b = nn.Parameter(torch.zeros(r, d))  # (r, d): zero, so the offset starts at 0 (DePT == PT)
-        if r > 0:
-            # kaiming_uniform_(a=sqrt(5)) reads fan_in = size(1) = r: A ~ U(-1/sqrt(r), 1/sqrt(r)), as in the code.
-            # A private generator keeps every rank's init identical without touching the global RNG.
-            nn.init.kaiming_uniform_(self.lowrank_a, a=math.sqrt(5), generator=torch.Generator().manual_seed(seed))
-        # The paper writes E + A B; the code scales by lora_alpha / sqrt(r) = 8/sqrt(r) (rsLoRA-like). We keep
-        # the code's factor so the released learning rates transfer; r = 0 means no offset (code: scaling 0).
-        self.scaling = cfg.alpha / math.sqrt(r) if r > 0 else 0.0
+        # A (s, r) kaiming-uniform, B (r, d) zero (the offset starts at 0: DePT == PT), scale alpha / sqrt(r), as
+        # the reference code (base.init_offset_factors).
+        a, b, self.scaling = init_offset_factors(cfg.max_length, r, d, cfg.alpha, seed)
+        self.lowrank_a, self.lowrank_b = nn.Parameter(a), nn.Parameter(b)
 
         self.align = resolve_align(cfg.align, info)
 
@@ -113,8 +109,7 @@ class DePT(PromptMethod):
         # mixing of B's rows, so its lr is the same on every backbone.
         return [
             {"params": [self.prompt], "lr": self.cfg.lr, "name": "prompt", "rms_power": 1},
-            {"params": [self.lowrank_a], "lr": self.cfg.lr_lowrank, "name": "lowrank_a", "rms_power": 0},
-            {"params": [self.lowrank_b], "lr": self.cfg.lr_lowrank, "name": "lowrank_b", "rms_power": 1},
+            *offset_groups(self.lowrank_a, self.lowrank_b, self.cfg.lr_lowrank),
         ]
 
     @staticmethod

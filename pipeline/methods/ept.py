@@ -38,7 +38,9 @@ from pipeline.methods.base import (
     PromptBatch,
     PromptMethod,
     add_position_offsets,
+    init_offset_factors,
     init_short_prompt,
+    offset_groups,
     prepend_prompt,
     resolve_align,
 )
@@ -115,11 +117,8 @@ class EPT(PromptMethod):
         # stored in float32 and cast to the batch dtype when applied. P, A, B and the offset scale are built
         # exactly as DePT's (same generators), so EPT and DePT with the same seed start from the same tensors.
         self.prompt = nn.Parameter(init_short_prompt(cfg.init, embed_rows, cfg.num_tokens, info, seed))  # (m, d)
-        self.lowrank_a = nn.Parameter(torch.zeros(cfg.max_length, r))  # (s, r)
-        self.lowrank_b = nn.Parameter(torch.zeros(r, d))  # (r, d) zero: no offset and no fusion at init
-        if r > 0:
-            nn.init.kaiming_uniform_(self.lowrank_a, a=math.sqrt(5), generator=torch.Generator().manual_seed(seed))
-        self.scaling = cfg.alpha / math.sqrt(r) if r > 0 else 0.0
+        a, b, self.scaling = init_offset_factors(cfg.max_length, r, d, cfg.alpha, seed)  # B = 0: no offset, no fusion
+        self.lowrank_a, self.lowrank_b = nn.Parameter(a), nn.Parameter(b)  # (s, r), (r, d)
         self.align = resolve_align(cfg.align, info)
         # CHOICE (projection shape unknown): each space is a rank-k map D_k U_k of the prompt rows, LoRA-style
         # (full d x d maps would cost 2*d^2 per space, 15x PT's whole budget at d=768). D_k ~ U(+-1/sqrt(d))
@@ -187,8 +186,7 @@ class EPT(PromptMethod):
         # weights scale as 1/RMS for the gate to pick the same mix on every backbone.
         groups = [
             {"params": [self.prompt], "lr": self.cfg.lr, "name": "prompt", "rms_power": 1},
-            {"params": [self.lowrank_a], "lr": self.cfg.lr_lowrank, "name": "lowrank_a", "rms_power": 0},
-            {"params": [self.lowrank_b], "lr": self.cfg.lr_lowrank, "name": "lowrank_b", "rms_power": 1},
+            *offset_groups(self.lowrank_a, self.lowrank_b, self.cfg.lr_lowrank),
             # CHOICE (the paper's optimiser setup is unknown): the projection and gate get their own lr.
             {"params": [self.proj_down, self.proj_up], "lr": self.cfg.lr_proj, "name": "projection", "rms_power": 0},
         ]

@@ -26,7 +26,7 @@ from pipeline.methods.base import (
     LogUniform,
     PromptBatch,
     PromptMethod,
-    init_from_vocab,
+    init_short_prompt,
     prepend_prompt,
 )
 from pipeline.schema import bounds
@@ -51,12 +51,9 @@ class PromptTuning(PromptMethod):
 
     def __init__(self, cfg: PTConfig, info: BackboneInfo, embed_rows: EmbedRows | None, seed: int) -> None:
         super().__init__(cfg, info, embed_rows, seed)
-        if cfg.init == "vocab":
-            init = init_from_vocab(embed_rows, cfg.num_tokens, info.vocab_size, info.hidden_size, seed)
-        else:
-            gen = torch.Generator().manual_seed(seed)
-            init = torch.rand(cfg.num_tokens, info.hidden_size, generator=gen) - 0.5
-        self.prompt = nn.Parameter(init)  # (n, d) float32; cast to the batch dtype when prepended
+        # (n, d) float32, cast to the batch dtype when prepended; 'vocab': sampled vocabulary rows, 'random':
+        # U(-0.5, 0.5) (base.init_short_prompt, the init every decomposed method starts from too)
+        self.prompt = nn.Parameter(init_short_prompt(cfg.init, embed_rows, cfg.num_tokens, info, seed))
 
     def forward(self, batch: PromptBatch) -> PromptBatch:
         return prepend_prompt(batch, self.prompt)

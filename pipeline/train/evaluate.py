@@ -78,13 +78,17 @@ def generate(model, encoder: Encoder, sources: list[str], device) -> list[str]:
         lengths = mask.sum(1)  # (B,) real tokens per row; the next token goes at index `lengths`
         ids = torch.cat([ids, ids.new_full((bsz, steps), tok.pad_token_id)], dim=1)
         mask = torch.cat([mask, mask.new_zeros(bsz, steps)], dim=1)
+        # Generated tokens are marked as labels, so a method that places offsets relative to the end of the source
+        # (DePT/EPT align='end') keeps them on the source tokens as in training, instead of sliding onto the output.
+        labels = torch.full_like(ids, -100)
         rows = torch.arange(bsz, device=device)
         for t in range(steps):
-            logits = model(input_ids=ids, attention_mask=mask).logits
+            logits = model(input_ids=ids, attention_mask=mask, labels=labels).logits
             offset = logits.shape[1] - ids.shape[1]  # prompt tokens the method prepended
             out[:, t] = logits[rows, offset + lengths - 1].argmax(-1)
             ids[rows, lengths] = out[:, t]
             mask[rows, lengths] = 1
+            labels[rows, lengths] = out[:, t]
             lengths = lengths + 1
     texts = []
     for row in out.tolist():

@@ -236,7 +236,8 @@ def _report(cfg, engine, method, info, task: str, step: int, metrics: dict, rank
         save_optimizer(engine, Path(tmp) / OPTIMIZER_DIR, rank, world, cfg.train.zero_stage)
         if rank == 0:
             save_prompt(tmp, cfg.method, state, info, task, extra={"step": step, "metrics": metrics, "encoding": {
-                "max_length": cfg.data.max_length, "decoder_separator": cfg.data.decoder_separator}})
+                "max_length": cfg.data.max_length, "max_target_length": cfg.data.max_target_length,
+                "decoder_separator": cfg.data.decoder_separator, "dtype": cfg.backbone.dtype}})
             tracker.log(metrics, step, tmp if improved else None)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
