@@ -1,5 +1,5 @@
 """Pre-flight: what a run needs that this machine can check, checked in the user's process before Ray starts,
-in seconds, each failure a one-line `PreflightError` naming the value (DESIGN.md: a trial never discovers a typo).
+in seconds, each failure a one-line `PreflightError` naming the value (a trial never discovers a typo).
 
 (a) data files exist and their first rows parse with the task's columns and labels; (b) the backbone resolves
 (its HF config, no weights; a GGUF file is converted once into its cache); (c) the method config: checked at load

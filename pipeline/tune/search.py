@@ -1,6 +1,6 @@
 """ASHA search: a Tuner over a per-trial driver fn that runs a TorchTrainer (DeepSpeed) and reports every eval.
 
-Layout of one search (DESIGN.md, Ray Train V2): Tuner(driver) -> driver builds TorchTrainer(train_worker) with
+Layout of one search (Ray Train V2): Tuner(driver) -> driver builds TorchTrainer(train_worker) with
 `TuneReportCallback`, so each `ray.train.report` reaches ASHA while the trial runs and it can prune mid-trial.
 MLflow: the driver creates a parent run; each trial's driver creates (or on restore finds) its child run and
 hands the id to rank 0, which logs metrics and the best-so-far prompt; a Tune callback closes each child run
