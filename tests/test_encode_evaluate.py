@@ -98,6 +98,10 @@ def test_evaluate_reports_task_metrics_and_loss(backbones):
     model, tok, info = backbones["llama"]
     method = methods.build(PTConfig(num_tokens=2), info, embedding_rows(model), seed=0)
     pm = PromptedModel(model, method, info.is_seq2seq).eval()
-    m = evaluate(pm, Encoder(tok, False, 64, 8), SST2, EXAMPLES, 3, "cpu")
+    enc = Encoder(tok, False, 64, 8)
+    m = evaluate(pm, enc, SST2, EXAMPLES, 3, "cpu")  # batches of 3 over 4 examples: a partial last batch
     assert set(m) == {"val_accuracy", "val_loss"}
-    assert m["val_accuracy"] in {0.0, 0.25, 0.5, 0.75, 1.0} and m["val_loss"] > 0
+    rows = score_examples(pm, enc, SST2, EXAMPLES, "cpu")  # (pred, gold NLL summed, gold tokens) per example
+    correct = [pred == ex["label"] for (pred, _, _), ex in zip(rows, EXAMPLES, strict=True)]
+    assert m["val_accuracy"] == pytest.approx(sum(correct) / len(EXAMPLES))
+    assert m["val_loss"] == pytest.approx(sum(r[1] for r in rows) / sum(r[2] for r in rows), rel=1e-5)

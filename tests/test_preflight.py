@@ -8,7 +8,6 @@ import shutil
 import socket
 import stat
 import sys
-import time
 
 import pytest
 import yaml
@@ -19,7 +18,6 @@ from pipeline.cli import app
 from .conftest import FIXTURES, ROOT
 
 SMOKE = ROOT / "jobs" / "configs" / "smoke.yaml"
-LIMIT_S = 5.0
 # A Ray cluster that an earlier test left up in this pytest process echoes its workers' log lines, prefixed
 # "(NAME pid=N)" and maybe coloured, to whatever sys.stderr is when they arrive, CliRunner's capture included.
 # Those lines are not the CLI's output.
@@ -56,16 +54,14 @@ def home(tmp_path, monkeypatch):
 
 
 def fails(args: list[str], *expected: str, code: int = 2) -> str:
-    """Run the CLI; assert a quick non-zero exit with one `error:` line on stderr containing `expected`."""
-    start = time.monotonic()
+    """Run the CLI; assert a non-zero exit with one `error:` line on stderr containing `expected`. That it failed
+    before any run started is what `home` checks: Ray cannot be imported there and no store may appear."""
     result = CliRunner().invoke(app, args)
-    elapsed = time.monotonic() - start
     assert result.exit_code == code, (result.exit_code, result.output, result.exception)
     err = "\n".join(line for line in result.stderr.splitlines() if line.strip() and not RAY_ECHO.match(line))
     assert "\n" not in err and err.startswith("error: "), err
     for text in expected:
         assert text in err, err
-    assert elapsed < LIMIT_S, f"{elapsed:.1f} s: {err}"
     return err
 
 

@@ -65,6 +65,15 @@ def test_concurrent_searches_both_recorded_better_is_champion(store):
     _reg(client, make_run(1), 0.5, "s0")
     runs = {0.8: make_run(2), 0.9: make_run(3)}
     results = {}
+    # Force the race: neither search creates its version before both have read the champion (0.5) and decided to
+    # register, so both then race to move the alias.
+    barrier, create = threading.Barrier(2, timeout=120), client.create_model_version
+
+    def create_together(*args, **kwargs):
+        barrier.wait()
+        return create(*args, **kwargs)
+
+    client.create_model_version = create_together
 
     def go(value):
         results[value] = _reg(client, runs[value], value, f"s{value}")
@@ -72,7 +81,8 @@ def test_concurrent_searches_both_recorded_better_is_champion(store):
     threads = [threading.Thread(target=go, args=(v,)) for v in runs]
     [t.start() for t in threads]
     [t.join() for t in threads]
-    assert all(results[v][0] is not None for v in runs)
+    assert all(results[v][0] is not None for v in runs)  # both interleaved searches recorded a version
+    assert barrier.n_waiting == 0 and not barrier.broken
     champ = client.get_model_version_by_alias("sst2-tiny", CHAMPION)
     assert str(champ.version) == results[0.9][0] and champ.tags["metric_value"] == "0.9"
 
