@@ -27,10 +27,6 @@ REFERENCE_RMS = 10.0
 SmolLM2-135M (RMS 0.136) PT-100 reached 81.3% SST-2 dev accuracy (128 rows) after 50 steps at lr 0.003 and 77.3%
 at lr 0.04; 10 maps the papers' 0.3 to 0.004 there, i.e. Adam moves a prompt coordinate by ~3% of the RMS a step."""
 
-UNITS = ("embedding", "absolute")
-"""Values of train.lr_units."""
-
-
 def embedding_rms(weight: torch.Tensor) -> float:
     """RMS of an input-embedding matrix's entries (float64 accumulation: 28M entries for SmolLM2)."""
     return float(weight.detach().double().pow(2).mean().sqrt())
@@ -47,9 +43,9 @@ def lr_factor(rms: float, power: int, units: str) -> float:
 
 def absolute_groups(groups: list[dict], rms: float, units: str) -> list[dict]:
     """The method's optimizer groups with absolute lrs (see module docstring); each keeps its 'name' and gains
-    'configured_lr' (the value as written) for logging."""
+    'configured_lr' (the value as written) and 'embedding_rms' (the scale it was converted with) for logging."""
     out = []
     for g in groups:
         power = g.get("rms_power", 0)
-        out.append({**g, "configured_lr": g["lr"], "lr": g["lr"] * lr_factor(rms, power, units)})
+        out.append({**g, "configured_lr": g["lr"], "lr": g["lr"] * lr_factor(rms, power, units), "embedding_rms": rms})
     return out

@@ -164,7 +164,6 @@ def train_worker(loop_config: dict) -> None:
                      skip=start_step * cfg.train.grad_accum)
     label = f"trial {(ctx.trial_key or 'local').rpartition('/')[2]}"
     tracker = progress = None
-    rms = input_embedding_rms(model)  # on every rank: under ZeRO-3 it gathers the embedding (a collective)
     if rank == 0:
         tracker = _Tracker(ctx)
         tracker.log_params({f"lr_abs.{name}": lr for name, lr in lrs.items()})
@@ -172,7 +171,7 @@ def train_worker(loop_config: dict) -> None:
                             cfg.train.progress_seconds, log=tracker.log_metrics)
         print(f"[promptfarm] {label} training from step {start_step} on {torch.get_num_threads()} torch threads "
               f"(train.cpus_per_worker={cfg.train.cpus_per_worker:g}), {count_trainable(method):,} trainable params; "
-              f"lr {lr_line(engine.optimizer)} (embedding RMS {rms:.4g}, "
+              f"lr {lr_line(engine.optimizer)} (embedding RMS {engine.optimizer.param_groups[0]['embedding_rms']:.4g}, "
               f"train.lr_units={cfg.train.lr_units})", flush=True)
     losses: list[float] = []
     best = None
