@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import re
 import textwrap
 import typing
 from typing import Any, NamedTuple
@@ -95,14 +96,20 @@ def experiment_fields(section: str | None = None) -> list[FieldDoc]:
 
 
 _UNITS = {"embedding": "relative: x (embedding RMS / 10) where the backbone loads, unless train.lr_units=absolute"}
+FLOAT_NOTE = ("float values, in YAML files and overrides alike, take any spelling Python's float() reads: 1e-4, 5E-3, "
+              "+3e2, .5, 1., 1_000.5; NaN and inf are refused where a range is shown")
+"""Printed after the fields when one is a float: YAML 1.1 alone would read 1e-4 as a string (pipeline.schema)."""
 
 
 def to_text(rows: list[FieldDoc]) -> str:
-    """Two lines a field: 'key: type = default  range' then the indented docstring."""
+    """Two lines a field: 'key: type = default  range' then the indented docstring; FLOAT_NOTE after them when a
+    field is a float."""
     lines = []
     for r in rows:
         when = f"  (method.name: {r.method})" if r.method else ""
         units = f"  [{_UNITS[r.units]}]" if r.units else ""
         lines.append(f"{r.key}: {r.type} = {r.default}" + (f"  {r.range}" if r.range else "") + units + when)
         lines.append(f"    {r.doc}")
+    if any(re.search(r"\bfloat\b", r.type) for r in rows):  # \b: not the 'float32' of a dtype Literal
+        lines += ["", f"note: {FLOAT_NOTE}"]
     return "\n".join(lines)

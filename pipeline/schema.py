@@ -7,6 +7,8 @@ The machinery under `pipeline.config` (which re-exports these names): any datacl
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -17,6 +19,25 @@ import yaml
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message is one line naming key, value and what is allowed."""
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few KiB: a bigger file is a data file or a binary given by mistake
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 as PyYAML reads it, plus the exponent floats YAML 1.2 and Python read (1e-4, 5E-3, +3e2), which
+    YAML 1.1 leaves as strings: learning rates are written that way."""
+
+
+_DIGITS = r"[0-9](?:_?[0-9])*"  # Python's float(): an underscore only between digits
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(rf"^[-+]?(?:{_DIGITS}(?:\.(?:{_DIGITS})?)?|\.{_DIGITS})[eE][-+]?{_DIGITS}$"),
+    list("-+.0123456789"))
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader: plain data only
 
 
 def bounds(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
@@ -69,17 +90,34 @@ def _check(tp: Any, value: Any, key: str, meta: Any) -> Any:
             raise ConfigError(f"{key}={value!r} has the wrong type; expected a list")
         return origin(_check(args[0], v, key, {}) for v in value)
     ok = isinstance(value, tp) and not (tp in (int, float) and isinstance(value, bool))
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        value, ok = float(value), True
+    if tp is float and not ok and not isinstance(value, bool):
+        value, ok = _as_float(value)
     if not ok:
         raise ConfigError(f"{key}={value!r} has the wrong type; expected {tp.__name__}")
     if "range" in meta:
         lo, hi, lo_open = meta["range"]
+        expected = f"{'(' if lo_open else '['}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+        if tp is float and not math.isfinite(value):  # NaN compares False to every bound: it would pass them
+            raise ConfigError(f"{key}={value!r} is not a finite number; expected a value in {expected}")
         if (lo is not None and (value <= lo if lo_open else value < lo)) or (hi is not None and value > hi):
-            lo_s = "-inf" if lo is None else lo
-            hi_s = "inf" if hi is None else hi
-            raise ConfigError(f"{key}={value!r} is out of range; expected {'(' if lo_open else '['}{lo_s}, {hi_s}]")
+            raise ConfigError(f"{key}={value!r} is out of range; expected {expected}")
     return value
+
+
+def _as_float(value: Any) -> tuple[Any, bool]:
+    """(float, True) for an int or any text Python's float() reads ('1e-4' quoted, '1_000.5', 'nan'); else
+    (value, False). Range checks refuse the non-finite ones where a field has bounds."""
+    if isinstance(value, int):
+        try:
+            return float(value), True
+        except OverflowError:  # an int of 309+ digits: as inf, refused by the range check
+            return math.inf, True
+    if isinstance(value, str):
+        try:
+            return float(value), True
+        except ValueError:
+            pass
+    return value, False
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -88,14 +126,17 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {item!r} is not of the form key.path=value")
     key, _, text = item.partition("=")
     try:
-        return key.strip().split("."), yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError as e:
+        return key.strip().split("."), _load_yaml(text) if text.strip() else ""
+    except (yaml.YAMLError, ValueError, RecursionError) as e:
         raise ConfigError(f"override {item!r}: the value is not valid YAML ({_yaml_problem(e)})") from None
 
 
-def _yaml_problem(e: yaml.YAMLError) -> str:
-    """One line from a YAML error: what is wrong and where (1-based line and column)."""
-    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+def _yaml_problem(e: Exception) -> str:
+    """One line from a YAML error (or the ValueError/RecursionError of a value PyYAML cannot build: an int of
+    5,000 digits, lists nested thousands deep): what is wrong and where (1-based line and column)."""
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    problem = getattr(e, "problem", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
     mark = getattr(e, "problem_mark", None)
     return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
@@ -124,10 +165,35 @@ def read_yaml(path: str | Path | None, overrides: list[str] | None = None, kind:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} not found; expected a YAML {kind} file")
+        text = _config_text(p, kind)
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
+            raw = _load_yaml(text) or {}
+        except (yaml.YAMLError, ValueError, RecursionError) as e:
             raise ConfigError(f"config file {str(p)!r} is not valid YAML: {_yaml_problem(e)}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
     return apply_overrides(raw, overrides or [])
+
+
+def _config_text(p: Path, kind: str) -> str:
+    """The text of config file `p`: at most MAX_CONFIG_BYTES read, UTF-8 (a BOM allowed); a binary file (a NUL
+    byte, invalid UTF-8), an unreadable or an oversized one is a ConfigError naming the file."""
+    try:
+        with p.open("rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"config file {str(p)!r} cannot be read ({e.strerror or e}); expected a readable YAML "
+                          f"{kind} file") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {str(p)!r} is larger than {MAX_CONFIG_BYTES // 1024} KiB; expected a YAML "
+                          f"{kind} file (a few KiB)")
+    at, why = data.find(b"\x00"), "a NUL byte"
+    if at < 0:
+        bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+        try:
+            return data[bom:].decode("utf-8")
+        except UnicodeDecodeError as e:
+            at = bom + e.start
+            why = f"byte 0x{data[at]:02x}, not UTF-8,"
+    raise ConfigError(f"config file {str(p)!r} is binary, not text ({why} at offset {at}); expected a UTF-8 YAML "
+                      f"{kind} file")

