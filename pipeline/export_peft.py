@@ -24,8 +24,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from pipeline.methods.artifact import load_prompt, read_prompt_meta
-from pipeline.methods.base import BackboneInfo
+from pipeline.methods.artifact import backbone_info, load_prompt, read_prompt_meta
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -36,7 +35,7 @@ def peft_config(meta: dict, num_tokens: int):
     """The `peft.PromptTuningConfig` matching a PT artifact's prompt_config.json (`meta`)."""
     from peft import PromptTuningConfig, PromptTuningInit, TaskType
 
-    bb = BackboneInfo(**meta["backbone"])
+    bb = backbone_info(meta["backbone"])
     return PromptTuningConfig(
         task_type=TaskType.SEQ_2_SEQ_LM if bb.is_seq2seq else TaskType.CAUSAL_LM,
         num_virtual_tokens=num_tokens,
@@ -57,7 +56,8 @@ def export_peft(prompt_dir: str | Path, out_dir: str | Path) -> Path:
     PEFT equivalent.
     """
     meta = read_prompt_meta(prompt_dir)
-    method, _ = load_prompt(prompt_dir, BackboneInfo(**meta["backbone"]), meta)  # validates tensor names and shapes
+    # the recorded backbone was validated; the tensors are checked against the config before anything is built
+    method, _ = load_prompt(prompt_dir, backbone_info(meta["backbone"]), meta)
     try:
         prompt = method.peft_prompt().detach().to("cpu").float().contiguous()  # (n, d)
     except ValueError as e:

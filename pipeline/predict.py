@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,13 @@ import torch
 from pipeline.config import BackboneConfig
 from pipeline.data.encode import Encoder
 from pipeline.data.tasks import Task, get_task
-from pipeline.methods.artifact import load_prompt, read_prompt_meta
+from pipeline.methods.artifact import (
+    CONFIG_FILE,
+    ENCODING_DEFAULTS,
+    PromptArtifactError,
+    load_prompt,
+    read_prompt_meta,
+)
 from pipeline.prompted import NoPrompt, PromptedModel
 from pipeline.train.evaluate import score_examples
 
@@ -41,6 +48,7 @@ class Predictor:
 
         meta = read_prompt_meta(prompt_dir)
         rec, enc = meta["backbone"], recorded_encoding(meta, prompt_dir)
+        _recorded_choice(rec.get("quantization", "none"), "quantization", "backbone.quantization", prompt_dir)
         bcfg = BackboneConfig(name_or_path=backbone or rec["name_or_path"],
                               revision=None if backbone else rec.get("revision"), dtype=dtype or enc["dtype"],
                               gguf=None if backbone else rec.get("gguf"), trust_remote_code=trust_remote_code,
@@ -85,10 +93,6 @@ class Predictor:
         return evaluate(self.model, self.encoder, self.task, examples, batch_size, self.device)
 
 
-# What a prompt trained before its artifact recorded an encoding was tokenised with (the loaders' old constants).
-_LEGACY_ENCODING = {"max_length": 256, "max_target_length": 8, "decoder_separator": "", "dtype": "float32"}
-
-
 def recorded_encoding(meta: dict, prompt_dir: str | Path = "") -> dict:
     """The artifact's `encoding` (lengths, decoder separator, backbone dtype), or the old constants with a note."""
     if "encoding" not in meta:
@@ -97,8 +101,18 @@ def recorded_encoding(meta: dict, prompt_dir: str | Path = "") -> dict:
         logging.getLogger("promptfarm").warning(
             f"prompt in {str(prompt_dir)!r} records no encoding (saved before promptfarm recorded one): scoring it "
             f"with max_length 256, max_target_length 8, no decoder separator, float32")
-        return dict(_LEGACY_ENCODING)
-    return {**_LEGACY_ENCODING, **meta["encoding"]}
+        return dict(ENCODING_DEFAULTS)
+    enc = {**ENCODING_DEFAULTS, **meta["encoding"]}
+    _recorded_choice(enc["dtype"], "dtype", "encoding.dtype", prompt_dir)
+    return enc
+
+
+def _recorded_choice(value: str, field: str, key: str, prompt_dir: str | Path) -> None:
+    """Refuse a recorded backbone setting that is not one of BackboneConfig.`field`'s values, naming the file."""
+    allowed = typing.get_args(typing.get_type_hints(BackboneConfig)[field])
+    if value not in allowed:
+        raise PromptArtifactError(f"{Path(prompt_dir) / CONFIG_FILE}: '{key}' must be one of {list(allowed)}, got "
+                                  f"{value!r:.40}")
 
 
 def _device(device: str | None, model, quantization: str) -> torch.device:

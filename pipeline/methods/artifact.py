@@ -4,6 +4,10 @@ The JSON records the method and its config, the backbone (id, revision, architec
 package version, plus the SHA-256 of the tensor file so a truncated or altered artifact is refused with a
 one-line error instead of loading garbage. Files are written to a temporary name and renamed into place, so
 an interrupted save never leaves a half-written artifact over a good one.
+
+Loading trusts nothing in either file: the JSON's structure is checked key by key, the safetensors header is
+checked against the file's real size, and the tensor shapes the recorded config implies are compared with that
+header before the method is built, so nothing is allocated in proportion to what a (tampered) file claims.
 """
 
 from __future__ import annotations
@@ -12,14 +16,18 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from pipeline import __version__, methods
+from pipeline.data.tasks import get_task
 from pipeline.methods.base import BackboneInfo
 from pipeline.schema import ConfigError, build_dataclass
 
@@ -27,6 +35,17 @@ CONFIG_FILE = "prompt_config.json"
 TENSORS_FILE = "prompt.safetensors"
 FORMAT_VERSION = 1
 ARTIFACT_MODE = 0o644  # readable by the group and others like any model file, whatever writes it
+MAX_CONFIG_BYTES = 16 << 20  # a real prompt_config.json is ~1 KB; refuse to parse anything near memory-sized
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
+# Every integer an artifact records (prompt lengths, ranks, backbone widths) is far below this; a larger one is
+# tampering, refused before any config is built (LAMP's config check loops over the divisors of num_tokens).
+MAX_RECORDED_INT = 1 << 24
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# What a prompt trained before its artifact recorded an encoding was tokenised with (the loaders' old constants);
+# a recorded `encoding` holds some or all of these keys, each of the same type.
+ENCODING_DEFAULTS = {"max_length": 256, "max_target_length": 8, "decoder_separator": "", "dtype": "float32"}
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 
 
 class PromptArtifactError(ValueError):
@@ -70,37 +89,196 @@ def save_prompt(out_dir: str | Path, method_cfg: Any, state: dict[str, torch.Ten
 
 
 def read_prompt_meta(prompt_dir: str | Path) -> dict:
-    """Parse and validate prompt_config.json of `prompt_dir` (method known, config valid, tensors intact)."""
+    """Parse and validate prompt_config.json of `prompt_dir` (structure, method, task, config, tensors intact and
+    of the shapes the config implies)."""
     d = Path(prompt_dir)
     cfg_path, tensors_path = d / CONFIG_FILE, d / TENSORS_FILE
     for p in (cfg_path, tensors_path):
         if not p.is_file():
             raise PromptArtifactError(
                 f"prompt artifact {str(d)!r} lacks {p.name}; expected {CONFIG_FILE} and {TENSORS_FILE}")
+    size = cfg_path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise PromptArtifactError(f"{cfg_path} is {size} bytes; expected a small JSON file (<= {MAX_CONFIG_BYTES})")
     try:
         meta = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PromptArtifactError(f"{cfg_path} is not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
-    for key in ("method", "config", "backbone", "task", "tensors_sha256"):
-        if key not in meta:
-            raise PromptArtifactError(f"{cfg_path} lacks the key {key!r}")
-    try:
-        methods.get(meta["method"])
-    except ValueError as e:
-        raise PromptArtifactError(f"{cfg_path}: {e}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: absurdly nested
+        raise PromptArtifactError(f"{cfg_path} is not valid JSON ({getattr(e, 'msg', None) or e})") from None
+    _check_meta(meta, cfg_path)
     digest = file_sha256(tensors_path)
     if digest != meta["tensors_sha256"]:
         raise PromptArtifactError(
             f"{tensors_path} is corrupt or truncated: sha256 {digest[:12]}… != recorded {meta['tensors_sha256'][:12]}…")
+    # A tamperer can recompute the hash too: the header and the config are checked on their own, against the
+    # recorded backbone (same shapes as any backbone the prompt loads onto), before a caller loads that backbone.
+    _checked_config(meta, backbone_info(meta["backbone"], cfg_path), d)
     return meta
 
 
-def method_config_from_meta(meta: dict) -> Any:
-    """The method's config dataclass rebuilt (and validated) from prompt_config.json."""
+def _type(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_meta(meta: Any, cfg_path: Path) -> None:
+    """One-line PromptArtifactError unless every key the loaders read has the type (and range) they expect.
+    Other top-level keys are `save_prompt` extras and pass through."""
+    def bad(key: str, expected: str, value: Any) -> PromptArtifactError:
+        return PromptArtifactError(f"{cfg_path}: {key!r} must be {expected}, got {_type(value)} {value!r:.60}")
+
+    if not isinstance(meta, dict):
+        raise PromptArtifactError(f"{cfg_path}: expected a JSON object, got {_type(meta)}")
+    for key in ("method", "config", "backbone", "task", "tensors_sha256"):
+        if key not in meta:
+            raise PromptArtifactError(f"{cfg_path} lacks the key {key!r}")
+    version = meta.get("format_version", FORMAT_VERSION)
+    if not _is_int(version) or not 1 <= version <= FORMAT_VERSION:
+        raise bad("format_version", f"an integer from 1 to {FORMAT_VERSION} (a later one: saved by a newer "
+                  f"promptfarm)", version)
+    if not isinstance(meta["tensors_sha256"], str) or not _SHA256.fullmatch(meta["tensors_sha256"]):
+        raise bad("tensors_sha256", "a 64-hex-digit string", meta["tensors_sha256"])
+    for key, tp, expected in (("method", str, f"the name of a prompt method (one of: {', '.join(methods.names())})"),
+                              ("task", str, "a task name"), ("config", dict, "an object"),
+                              ("encoding", dict, "an object"), ("metrics", dict | None, "an object or null"),
+                              ("step", int | None, "an integer or null"), ("package_version", str, "a string")):
+        if key in meta and (not isinstance(meta[key], tp) or isinstance(meta[key], bool)):
+            raise bad(key, expected, meta[key])
+    try:
+        methods.get(meta["method"])
+        get_task(meta["task"])  # before a caller loads the backbone the task is scored on
+    except ValueError as e:
+        raise PromptArtifactError(f"{cfg_path}: {e}") from None
+    backbone_info(meta["backbone"], cfg_path)
+    for key, value in meta.get("encoding", {}).items():
+        if key not in ENCODING_DEFAULTS:
+            raise PromptArtifactError(f"{cfg_path}: unknown key 'encoding.{key}'; allowed keys: "
+                                      f"{', '.join(ENCODING_DEFAULTS)}")
+        if isinstance(ENCODING_DEFAULTS[key], str) and not isinstance(value, str):
+            raise bad(f"encoding.{key}", "a string", value)
+        if _is_int(ENCODING_DEFAULTS[key]) and not (_is_int(value) and 1 <= value <= MAX_RECORDED_INT):
+            raise bad(f"encoding.{key}", f"an integer in [1, {MAX_RECORDED_INT}]", value)
+
+
+def _check_ints(raw: dict, prefix: str, cfg_path: Path | str) -> None:
+    """Refuse a recorded integer above MAX_RECORDED_INT before anything is sized (or looped over) by it."""
+    for key, value in raw.items():
+        if _is_int(value) and value > MAX_RECORDED_INT:
+            raise PromptArtifactError(f"{cfg_path}: {prefix}{key}={value} is implausibly large; expected at most "
+                                      f"{MAX_RECORDED_INT}")
+
+
+def backbone_info(raw: Any, cfg_path: Path | str = CONFIG_FILE) -> BackboneInfo:
+    """The recorded `backbone` object as a BackboneInfo: exactly its fields (gguf and quantization optional, as
+    older artifacts lack them), each of its type, sizes in [1, MAX_RECORDED_INT]."""
+    fields = dataclasses.fields(BackboneInfo)
+    if not isinstance(raw, dict):
+        raise PromptArtifactError(f"{cfg_path}: 'backbone' must be an object, got {_type(raw)}")
+    missing = [f.name for f in fields if f.default is dataclasses.MISSING and f.name not in raw]
+    if missing:
+        raise PromptArtifactError(f"{cfg_path}: 'backbone' lacks the key {missing[0]!r}; expected the keys "
+                                  f"{', '.join(f.name for f in fields)}")
+    try:
+        info = build_dataclass(BackboneInfo, raw, "backbone.")
+    except ConfigError as e:
+        raise PromptArtifactError(f"{cfg_path}: {e}") from None
+    for key in ("hidden_size", "vocab_size", "num_layers"):
+        if not 1 <= getattr(info, key) <= MAX_RECORDED_INT:
+            raise PromptArtifactError(f"{cfg_path}: backbone.{key}={getattr(info, key)} is out of range; expected "
+                                      f"[1, {MAX_RECORDED_INT}]")
+    return info
+
+
+def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape from the safetensors header of `path`, checked against the file's real size first:
+    header length within the file, every entry's dtype known, its bytes (dtype size x numel) exactly its data
+    span, and the spans tiling the data without gap or overlap. Reads the header only, never more than it is."""
+    size = path.stat().st_size
+
+    def bad(why: str) -> PromptArtifactError:
+        return PromptArtifactError(f"{path} is not a valid safetensors file: {why}")
+
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise bad(f"{size} bytes; expected at least an 8-byte header length")
+        n = int.from_bytes(head, "little")
+        if n > min(size - 8, MAX_HEADER_BYTES):
+            raise bad(f"its header length is {n} bytes; expected at most the {size - 8} bytes after it "
+                      f"(and at most {MAX_HEADER_BYTES})")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise bad("its header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise bad(f"its header is a JSON {_type(header)}; expected an object")
+    data_len, spans, shapes = size - 8 - n, [], {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+            raise bad(f"tensor {name!r} entry {str(entry)[:80]}; expected the keys dtype, shape, data_offsets")
+        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if dtype not in _DTYPE_BYTES:
+            raise bad(f"tensor {name!r} has dtype {str(dtype)[:20]!r}; expected one of {', '.join(_DTYPE_BYTES)}")
+        if not isinstance(shape, list) or not all(_is_int(s) and s >= 0 for s in shape):
+            raise bad(f"tensor {name!r} has shape {str(shape)[:80]}; expected a list of non-negative integers")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] <= data_len):
+            raise bad(f"tensor {name!r} has data_offsets {str(offsets)[:80]}; expected [begin, end] within the "
+                      f"{data_len} data bytes")
+        claimed = math.prod(shape) * _DTYPE_BYTES[dtype]
+        if claimed != offsets[1] - offsets[0]:
+            raise bad(f"tensor {name!r} claims shape {shape} of {dtype} ({claimed} bytes) but spans "
+                      f"{offsets[1] - offsets[0]} bytes")
+        spans.append((offsets[0], offsets[1], name))
+        shapes[name] = tuple(shape)
+    end = 0
+    for begin, stop, name in sorted(spans):
+        if begin != end:
+            raise bad(f"tensor {name!r} starts at byte {begin}; expected {end} (contiguous, non-overlapping data)")
+        end = stop
+    if end != data_len:
+        raise bad(f"its tensors cover {end} of the {data_len} data bytes")
+    return shapes
+
+
+def method_config_from_meta(meta: dict, where: str | Path = CONFIG_FILE) -> Any:
+    """The method's config dataclass rebuilt (and validated) from prompt_config.json (`where`, for messages)."""
+    if isinstance(meta["config"], dict):
+        _check_ints(meta["config"], "config.", where)
     try:
         return build_dataclass(methods.config_class(meta["method"]), meta["config"], "config.")
     except ConfigError as e:
-        raise PromptArtifactError(f"prompt_config.json of method {meta['method']!r}: {e}") from None
+        raise PromptArtifactError(f"{where} of method {meta['method']!r}: {e}") from None
+
+
+def expected_shapes(cfg: Any, info: BackboneInfo, where: str | Path = CONFIG_FILE) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape the method configured by `cfg` holds over `info`, from a build on the meta device
+    (shapes only, no storage: a config claiming a huge prompt allocates nothing here)."""
+    try:
+        with torch.device("meta"):
+            module = methods.build(cfg, info)
+    except (ValueError, RuntimeError) as e:  # e.g. LAMP's rank above min(num_tokens, hidden_size)
+        raise PromptArtifactError(f"{where} of method {methods.name_of(cfg)!r}: {str(e).splitlines()[0]}") from None
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def _checked_config(meta: dict, info: BackboneInfo, prompt_dir: str | Path) -> Any:
+    """The recorded method config, once the tensor shapes it implies over `info` equal those of the header."""
+    cfg_path = Path(prompt_dir) / CONFIG_FILE
+    cfg = method_config_from_meta(meta, cfg_path)
+    # Compared before anything real is built: the header was checked against the file size, so once the shapes
+    # agree the method allocates no more than the file actually holds.
+    tensors_path = Path(prompt_dir) / TENSORS_FILE
+    expected, got = expected_shapes(cfg, info, cfg_path), tensor_shapes(tensors_path)
+    if expected != got:
+        raise PromptArtifactError(f"{tensors_path} holds tensors {str(got)[:200]}; expected the shapes "
+                                  f"{str(expected)[:200]} of method {meta['method']!r} as {CONFIG_FILE} configures it")
+    return cfg
 
 
 def load_prompt(prompt_dir: str | Path, info: BackboneInfo, meta: dict | None = None) -> tuple[torch.nn.Module, dict]:
@@ -110,7 +288,7 @@ def load_prompt(prompt_dir: str | Path, info: BackboneInfo, meta: dict | None = 
     the backbone) do not hash the tensors twice.
     """
     meta = meta or read_prompt_meta(prompt_dir)
-    recorded = BackboneInfo(**meta["backbone"])
+    recorded = backbone_info(meta["backbone"], Path(prompt_dir) / CONFIG_FILE)
     why = recorded.mismatch(info)
     if why:
         raise PromptArtifactError(
@@ -120,12 +298,10 @@ def load_prompt(prompt_dir: str | Path, info: BackboneInfo, meta: dict | None = 
         logging.getLogger("promptfarm").warning(
             f"prompt in {str(prompt_dir)!r} was trained over a backbone quantised {recorded.quantization!r}; loading "
             f"it over one quantised {info.quantization!r} (same architecture; scores may differ slightly)")
-    method = methods.build(method_config_from_meta(meta), info)
-    state = load_file(str(Path(prompt_dir) / TENSORS_FILE))
-    expected = {k: tuple(v.shape) for k, v in method.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in state.items()}
-    if expected != got:
-        raise PromptArtifactError(
-            f"{prompt_dir}: tensors {got} do not match method {meta['method']!r} shapes {expected}")
-    method.load_state_dict(state)
+    method = methods.build(_checked_config(meta, info, prompt_dir), info)  # sized as the checked header
+    tensors_path = Path(prompt_dir) / TENSORS_FILE
+    try:
+        method.load_state_dict(load_file(str(tensors_path)))
+    except SafetensorError as e:  # anything safetensors checks beyond the header checks above
+        raise PromptArtifactError(f"{tensors_path} is not a valid safetensors file: {e}") from None
     return method, meta
