@@ -372,6 +372,33 @@ def test_mlflow_server_uses_postgres_and_proxied_s3(file: str, argv: list[str], 
     assert re.search(rf"mc mb [^\n]*local/{bucket}\b", Path(ROOT / file).read_text()), f"{file}: bucket not created"
 
 
+def selects(policy: dict, labels: dict) -> bool:
+    """Whether a NetworkPolicy's (non-empty) matchLabels pod selector picks pods carrying `labels`."""
+    match = policy["spec"].get("podSelector", {}).get("matchLabels", {})
+    return bool(match) and match.items() <= labels.items()
+
+
+def test_network_policies_admit_only_named_pods_to_the_mlflow_stack():
+    # MLflow has no login here: whoever reaches it can retag versions and move `champion`. Each Deployment of the
+    # stack needs a NetworkPolicy whose every ingress rule names its peer pods (an empty `from` admits anyone).
+    policies = [d for _, d in of_kind("NetworkPolicy")]
+    stack = [(f, d) for f, d in of_kind("Deployment") if f.startswith("cluster/mlflow/")]
+    assert {d["metadata"]["name"] for _, d in stack} >= {"mlflow", "postgres", "minio"}
+    for file, dep in stack:
+        labels, ns = dep["spec"]["template"]["metadata"]["labels"], dep["metadata"].get("namespace")
+        mine = [p for p in policies if p["metadata"].get("namespace") == ns and selects(p, labels)]
+        assert mine, f"{file}: no NetworkPolicy selects the {dep['metadata']['name']} pods"
+        for pol in mine:
+            assert "Ingress" in pol["spec"].get("policyTypes", ["Ingress"])
+            for rule in pol["spec"].get("ingress", []):
+                assert rule.get("from") and all(set(peer) == {"podSelector"} and peer["podSelector"]
+                                                for peer in rule["from"]), (
+                    f"{file}: NetworkPolicy {pol['metadata']['name']} admits more than named pods")
+    peers = [peer["podSelector"].get("matchLabels") for pol in policies if selects(pol, {"app": "mlflow"})
+             for rule in pol["spec"]["ingress"] for peer in rule["from"]]
+    assert peers == [{"ray.io/is-ray-node": "yes"}], f"MLflow must admit only the Ray pods (KubeRay's label): {peers}"
+
+
 # ---- exposure and secrets ------------------------------------------------------------------------------------------
 
 

@@ -17,6 +17,11 @@ from pipeline.tracking.registry import CHAMPION, pull, register_prompt
 @pytest.fixture
 def store(tmp_path, backbones):
     """A sqlite MLflow store and a factory of trial runs holding a real PT prompt for the tiny llama."""
+    return make_store(tmp_path, backbones)
+
+
+def make_store(tmp_path, backbones):
+    """(tracking URI, client, make_run(seed) -> run id) over a fresh sqlite store in `tmp_path`."""
     from pipeline.tracking.runs import mlflow_client
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -38,6 +43,7 @@ def store(tmp_path, backbones):
 
 
 def _reg(client, run_id, value, search_id):
+    client.log_metric(run_id, "val_accuracy", value)  # as a trial does: the registry compares logged values only
     return register_prompt(client, "sst2-tiny", run_id, "val_accuracy", value, "max",
                            {"search_id": search_id, "method": "pt"}, f"search {search_id}")
 

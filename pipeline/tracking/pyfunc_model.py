@@ -4,6 +4,10 @@ MLflow copies this file into the logged model and executes it at load time, so n
 prompt travels as its two plain files under the model's `artifacts/prompt/`. The backbone is loaded from the id or
 path recorded in the prompt (it must be reachable where the model is loaded), and promptfarm must be installed.
 
+Trust: `load_model` executes the copy of this file stored with the version, so it runs whatever code whoever
+wrote that version stored; load only versions you trust (or `promptfarm pull --version N --sha256 DIGEST`, which
+reads the two data files only). `trust_remote_code` stays off here: the backbone's own hub code never runs.
+
     model = mlflow.pyfunc.load_model("models:/sst2-llama-2-7b-hf@champion")
     model.predict(pd.DataFrame({"text": ["a gripping, funny film"]}))   # -> ["positive"]
 """

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pipeline.config import ExperimentConfig
-from pipeline.records import better
-from pipeline.tracking.runs import mlflow_client
+from pipeline.records import best_of, better
+from pipeline.tracking.runs import filter_literal, mlflow_client
 
 CHAMPION = "champion"
+log = logging.getLogger("promptfarm")
 
 
 def model_name(task: str, backbone: str) -> str:
@@ -32,13 +35,51 @@ def _champion(client: MlflowClient, name: str):
     return None
 
 
-def _best_version(client: MlflowClient, name: str, metric: str, mode: str):
-    """The version with the best recorded value of `metric` (ties: the older version keeps the title)."""
+def logged_value(client: MlflowClient, run_id: str, metric: str, mode: str) -> float | None:
+    """The best finite value of `metric` that run `run_id` logged (None: no such run or no finite value).
+
+    Champion decisions use this, never a version's `metric_value` tag: tags are free text that anyone with
+    registry write access can set, while the trial's metric history is what the project's training loop recorded.
+    """
+    try:
+        values = [m.value for m in client.get_metric_history(run_id, metric)]
+    except MlflowException:  # run deleted or unreadable: nothing recorded to compare
+        return None
+    return best_of([v for v in values if math.isfinite(v)], mode)
+
+
+def _version_value(client: MlflowClient, mv, metric: str, mode: str, seen: dict) -> float | None:
+    """Validated value of version `mv` on `metric` (None: another metric, or nothing valid recorded), cached in
+    `seen` so each version is read and warned about once per registration."""
+    if mv.tags.get("metric") != metric:
+        return None
+    key = str(mv.version)
+    if key not in seen:
+        seen[key] = value = logged_value(client, mv.run_id, metric, mode) if mv.run_id else None
+        tag = mv.tags.get("metric_value")
+        if value is None:
+            log.warning(f"{mv.name} version {key}: its run {mv.run_id!r} logged no finite {metric}; "
+                        "ignored when choosing the champion")
+        elif not _matches(tag, value):
+            log.warning(f"{mv.name} version {key}: tag metric_value={tag!r} is not its run's logged {metric}="
+                        f"{value!r}; the logged value counts")
+    return seen[key]
+
+
+def _matches(tag: str | None, value: float) -> bool:
+    try:
+        return math.isclose(float(tag), value, rel_tol=1e-9, abs_tol=1e-12)
+    except (TypeError, ValueError):
+        return False
+
+
+def _best_version(client: MlflowClient, name: str, metric: str, mode: str, seen: dict):
+    """The version with the best validated value of `metric` (ties: the older version keeps the title)."""
     best = None
-    for mv in client.search_model_versions(f"name = '{name}'"):
-        if mv.tags.get("metric") != metric or "metric_value" not in mv.tags:
+    for mv in client.search_model_versions(f"name = {filter_literal(name)}"):
+        value = _version_value(client, mv, metric, mode, seen)
+        if value is None:
             continue
-        value = float(mv.tags["metric_value"])
         if best is None or better(value, best[0], mode) or (value == best[0] and int(mv.version) < int(best[1])):
             best = (value, mv.version)
     return None if best is None else best[1]
@@ -79,32 +120,45 @@ def register_prompt(client: MlflowClient, name: str, run_id: str, metric: str, v
     - Idempotent per search: a version already tagged with this `search_id` is returned, not duplicated
       (a resumed search registers once).
     - A result that does not beat the current champion on the same metric is not registered.
+    - Every value compared is one a run logged (`logged_value`): run `run_id`'s logged best stands for `value`
+      (a warning if they differ; refused if it logged none), and a version whose run recorded nothing valid is
+      skipped with a warning. Tags only exclude: a version tagged with another `metric` is not compared.
     - Concurrent searches: each, after creating its version, points `champion` at the best version on the metric
       and re-checks until a read after its own write agrees, so the last writer leaves the better one in place.
     Returns (version or None, whether that version is the champion).
     """
     search_id = tags.get("search_id")
-    for mv in client.search_model_versions(f"name = '{name}'") if search_id else []:
+    versions = f"name = {filter_literal(name)}"  # refuses, in one line, a name no filter string can express
+    for mv in client.search_model_versions(versions) if search_id else []:
         if mv.tags.get("search_id") == search_id:
             champ = _champion(client, name)
             return str(mv.version), champ is not None and str(champ.version) == str(mv.version)
+    logged = logged_value(client, run_id, metric, mode)
+    if logged is None:
+        raise ValueError(f"run {run_id} logged no finite {metric}; a prompt is registered with a value its run "
+                         "recorded")
+    if not math.isclose(logged, value, rel_tol=1e-9, abs_tol=1e-12):
+        log.warning(f"run {run_id}: {metric}={value!r} was reported but the run logged {logged!r} at best; "
+                    "registering the logged value")
+    value, seen = logged, {}
     with contextlib.suppress(MlflowException):  # already exists (possibly created by a concurrent search)
         client.create_registered_model(name)
     champ = _champion(client, name)
-    if champ is not None and champ.tags.get("metric") == metric and \
-            not better(value, float(champ.tags["metric_value"]), mode):
+    champ_value = None if champ is None else _version_value(client, champ, metric, mode, seen)
+    if champ_value is not None and not better(value, champ_value, mode):
         return None, False
     model_info = log_prompt_model(client, run_id)
     mv = client.create_model_version(name, source=model_info.model_uri, run_id=run_id, model_id=model_info.model_id,
                                      description=description,
                                      tags={**tags, "metric": metric, "metric_value": repr(value), "mode": mode})
     for _ in range(10):  # converges in one or two rounds; bounded in case of a pathological writer
-        best = _best_version(client, name, metric, mode)
+        best = _best_version(client, name, metric, mode, seen)
         champ = _champion(client, name)
-        if champ is not None and str(champ.version) == str(best):
+        if best is None or (champ is not None and str(champ.version) == str(best)):
             break
         client.set_registered_model_alias(name, CHAMPION, best)
-    return str(mv.version), str(_champion(client, name).version) == str(mv.version)
+    champ = _champion(client, name)
+    return str(mv.version), champ is not None and str(champ.version) == str(mv.version)
 
 
 def evaluate_registered(name: str, alias: str, tracking_uri: str, split: str = "validation",
@@ -152,34 +206,90 @@ def evaluate_frozen(cfg, tracking_uri: str, split: str = "validation", path: str
     return metrics
 
 
-def pull(name_or_uri: str, out: str | Path, alias: str = CHAMPION, tracking_uri: str | None = None) -> Path:
-    """Download the prompt of `NAME` (at `alias`) or of an explicit models:/ / runs:/ URI: its two files land in `out`.
+def prompt_digest(prompt_dir: str | Path) -> str:
+    """A prompt's pin: hex SHA-256 of its prompt_config.json bytes (`sha256sum DIR/prompt_config.json`).
+
+    That file records the SHA-256 of prompt.safetensors, which every load checks, so one digest pins both files;
+    unlike the recorded tensor hash it is kept outside the registry, by whoever pins it.
+    """
+    from pipeline.methods.artifact import CONFIG_FILE, file_sha256
+
+    return file_sha256(Path(prompt_dir) / CONFIG_FILE)
+
+
+def pull(name_or_uri: str, out: str | Path, alias: str = CHAMPION, tracking_uri: str | None = None,
+         version: str | None = None, sha256: str | None = None) -> Path:
+    """`pull_pinned`, returning only `out`."""
+    return pull_pinned(name_or_uri, out, alias, tracking_uri, version, sha256)[0]
+
+
+def pull_pinned(name_or_uri: str, out: str | Path, alias: str = CHAMPION, tracking_uri: str | None = None,
+                version: str | None = None, sha256: str | None = None) -> tuple[Path, str | None, str]:
+    """Download the prompt of `NAME` (version `version`, else at `alias`) or of an explicit models:/ / runs:/ URI:
+    its two files land in `out`. Returns (out, the version pulled or None for a URI, its `prompt_digest`).
 
     A registered version is a pyfunc model whose prompt sits under artifacts/prompt/; a runs:/ URI may point at
-    the plain prompt directory. Either way `out` ends up holding prompt_config.json + prompt.safetensors, checked.
+    the plain prompt directory. Either way the download is checked (and, given `sha256`, must have that digest)
+    before anything in `out` is replaced, so a refused pull leaves `out` as it was.
     """
-    import shutil
     import tempfile
 
     import mlflow
 
-    from pipeline.methods.artifact import CONFIG_FILE, TENSORS_FILE, read_prompt_meta
+    from pipeline.methods.artifact import CONFIG_FILE, PromptArtifactError, read_prompt_meta
 
+    if version is not None and not str(version).isdigit():
+        raise ValueError(f"version {version!r} is not a registry version; expected a number such as 3")
+    if sha256 is not None and (len(sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha256)):
+        raise ValueError(f"sha256 {sha256!r} is not a digest; expected 64 hex digits (printed by `promptfarm pull`)")
     if ":/" in name_or_uri:
-        uri = name_or_uri
+        if version is not None:
+            raise ValueError(f"a version applies to a registered model name, not to the URI {name_or_uri!r}")
+        uri, pulled = name_or_uri, None
     else:  # resolve NAME@alias with an explicit client: the fluent models:/ path caches the registry it first saw
         client = mlflow_client(tracking_uri)
-        mv = client.get_model_version_by_alias(name_or_uri, alias)
+        mv = client.get_model_version(name_or_uri, str(version)) if version is not None else \
+            client.get_model_version_by_alias(name_or_uri, alias)
         # a tracking server's REST reply leaves model_id empty; the source 'models:/m-<id>' still names the model
         model_id = mv.model_id or (mv.source.removeprefix("models:/") if mv.source.startswith("models:/m-") else None)
-        uri = client.get_logged_model(model_id).artifact_location if model_id else mv.source
+        uri, pulled = (client.get_logged_model(model_id).artifact_location if model_id else mv.source), str(mv.version)
     out = Path(out)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri))
         src = local if (local / CONFIG_FILE).is_file() else local / "artifacts" / "prompt"
         read_prompt_meta(src)  # refuse a corrupt download before it replaces anything in `out`
-        out.mkdir(parents=True, exist_ok=True)
-        for f in (TENSORS_FILE, CONFIG_FILE):
-            shutil.copyfile(src / f, out / f)
+        digest = prompt_digest(src)
+        if sha256 is not None and digest != sha256.lower():
+            what = name_or_uri if pulled is None else f"{name_or_uri} version {pulled}"
+            raise PromptArtifactError(f"{what} has prompt digest {digest}, not the pinned {sha256.lower()}; "
+                                      f"nothing written to {str(out)!r}")
+        _install(src, out)
     read_prompt_meta(out)
-    return out
+    return out, pulled, digest
+
+
+def _install(src: Path, out: Path) -> None:
+    """Copy the two prompt files from `src` into `out`, each into a fresh temporary file there renamed over the
+    old name: a symlink already at out/prompt.safetensors is replaced itself, never written through to its target,
+    and an interrupted copy leaves the old files whole."""
+    import os
+    import shutil
+    import tempfile
+
+    from pipeline.methods.artifact import ARTIFACT_MODE, CONFIG_FILE, TENSORS_FILE
+
+    out.mkdir(parents=True, exist_ok=True)
+    staged: list[tuple[str, str]] = []
+    try:
+        for f in (TENSORS_FILE, CONFIG_FILE):
+            fd, tmp = tempfile.mkstemp(prefix=f".{f}.", dir=out)  # O_EXCL: never an existing file or link
+            staged.append((tmp, f))
+            with os.fdopen(fd, "wb") as dst, open(src / f, "rb") as s:
+                shutil.copyfileobj(s, dst)
+            os.chmod(tmp, ARTIFACT_MODE)
+        for tmp, f in staged:  # tensors first: the config that vouches for them lands last
+            os.replace(tmp, out / f)
+    finally:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)

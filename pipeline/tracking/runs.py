@@ -42,9 +42,23 @@ def experiment_id(client, cfg: ExperimentConfig) -> str:
         return client.get_experiment_by_name(cfg.tracking.experiment).experiment_id
 
 
+def filter_literal(value: str) -> str:
+    """`value` quoted for an MLflow filter string (`name = ...`, `tags.k = ...`).
+
+    MLflow's parser strips the quotes but never unescapes (`'it''s'` matches the literal `it''s`), so a value is
+    wrapped in the quote character it does not contain; one holding both cannot be expressed and is refused.
+    """
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise ValueError(f"{value!r} holds both ' and \"; an MLflow filter string cannot match it: expected a name "
+                     "without one of the two quote characters")
+
+
 def find_run(client, exp_id: str, tags: dict[str, str]) -> str | None:
     """Id of the newest run carrying all `tags`, if any."""
-    query = " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
+    query = " and ".join(f"tags.{k} = {filter_literal(v)}" for k, v in tags.items())
     runs = client.search_runs([exp_id], filter_string=query, max_results=1, order_by=["attributes.start_time DESC"])
     return runs[0].info.run_id if runs else None
 

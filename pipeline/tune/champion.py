@@ -37,8 +37,13 @@ def best_trial_run(client, exp_id: str, search_id: str, metric: str, mode: str) 
     Every eval is in the run's metric history; the run's `prompt` artifact is the prompt at its best eval.
     """
     from pipeline.records import SEARCH_TAG
+    from pipeline.tracking.runs import filter_literal
 
-    runs = client.search_runs([exp_id], filter_string=f"tags.{SEARCH_TAG} = '{search_id}' and "
+    try:
+        sid = filter_literal(search_id)
+    except ValueError as e:  # the CLI reports a LookupError as one line
+        raise LookupError(f"search id {e}") from None
+    runs = client.search_runs([exp_id], filter_string=f"tags.{SEARCH_TAG} = {sid} and "
                                                       "tags.promptfarm.role = 'trial'", max_results=10000)
     if not runs:
         raise LookupError(f"search {search_id!r} has no trial runs in MLflow experiment {exp_id}; "
