@@ -66,14 +66,19 @@ Overrides = Annotated[list[str] | None, typer.Argument(help="Config overrides ke
 NoRegister = Annotated[bool, typer.Option("--no-register", help="Skip Model Registry registration")]
 
 
-def _run_and_report(run, config: Path, overrides: list[str] | None, **kw) -> None:
+def _run_and_report(run, command: str, config: Path, overrides: list[str] | None, **kw) -> None:
     from pipeline.config import ConfigError
+    from pipeline.tune.interrupt import Interrupted
 
     cfg = _load(config, overrides)
     try:
         s = run(cfg, **kw)
     except (ConfigError, ValueError) as e:  # bad config, space or pre-flight: one line, before Ray starts
         _fail(e)
+    except Interrupted as e:
+        again = " ".join([command, str(config), *(overrides or []), "--resume", e.resume_id])
+        typer.echo(f"interrupted: {e.resume_id} is saved; resume it with: {again}", err=True)
+        raise typer.Exit(130) from None
     _report(s)
     failed = sum(t.status == "failed" for t in s.trials)
     if not any(t.status == "completed" for t in s.trials):  # a job that produced nothing must not read as success
@@ -92,15 +97,19 @@ def search(config: Path, overrides: Overrides = None,
     """Run an ASHA search of the configured method(s); register the best prompt as `champion`."""
     from pipeline.tune.search import run_search
 
-    _run_and_report(run_search, config, overrides, resume=resume, register=False if no_register else None)
+    _run_and_report(run_search, "promptfarm search", config, overrides, resume=resume,
+                    register=False if no_register else None)
 
 
 @app.command("train-one")
-def train_one(config: Path, overrides: Overrides = None, no_register: NoRegister = False) -> None:
+def train_one(config: Path, overrides: Overrides = None,
+              resume: Annotated[str | None, typer.Option(help="Search id of an interrupted train-one")] = None,
+              no_register: NoRegister = False) -> None:
     """Train the configured method with the configured values (one trial, no sampling); track and register it."""
     from pipeline.tune.search import train_one as run
 
-    _run_and_report(run, config, overrides, register=False if no_register else None)
+    _run_and_report(run, "promptfarm train-one", config, overrides, resume=resume,
+                    register=False if no_register else None)
 
 
 @app.command()
@@ -112,11 +121,16 @@ def suite(config: Path, overrides: Overrides = None,
     from pipeline.config import ConfigError
     from pipeline.suite.config import load_suite_config
     from pipeline.suite.run import run_suite, write_outputs
+    from pipeline.tune.interrupt import Interrupted
 
     try:
         s = run_suite(load_suite_config(config, overrides or []), resume=resume)
     except (ConfigError, LookupError, FileNotFoundError) as e:
         _fail(e)
+    except Interrupted as e:
+        again = " ".join(["promptfarm suite", str(config), *(overrides or []), "--resume", e.resume_id])
+        typer.echo(f"interrupted: {e.resume_id} is saved; resume it with: {again}", err=True)
+        raise typer.Exit(130) from None
     typer.echo(s.markdown)
     typer.echo(f"suite id: {s.suite_id}")
     if out is not None:
@@ -150,22 +164,31 @@ def register(config: Path, overrides: Overrides = None,
 
 @app.command()
 def pull(name: str, out: Annotated[Path, typer.Option(help="Directory to write the prompt into")] = Path("prompt"),
-         alias: str = "champion", tracking_uri: Annotated[str | None, typer.Option()] = None) -> None:
-    """Download a registered prompt (models:/NAME@ALIAS) into OUT."""
+         alias: Annotated[str | None, typer.Option(help="Registry alias (default: champion)")] = None,
+         version: Annotated[str | None, typer.Option(help="Registry version number, instead of an alias")] = None,
+         sha256: Annotated[str | None, typer.Option(
+             help="Refuse the download unless its prompt digest (sha256 of prompt_config.json) is this")] = None,
+         tracking_uri: Annotated[str | None, typer.Option()] = None) -> None:
+    """Download a registered prompt (models:/NAME@ALIAS, or NAME --version N) into OUT; print its version and
+    digest, to pin it later with --version N --sha256 DIGEST."""
     from pipeline.methods.artifact import PromptArtifactError
     from pipeline.preflight import check_tracking
-    from pipeline.tracking.registry import pull as do_pull
+    from pipeline.tracking.registry import pull_pinned
     from pipeline.tracking.runs import resolve_tracking_uri
 
+    if alias is not None and version is not None:
+        _fail(ValueError(f"--alias {alias!r} and --version {version!r} both pick a version; give one"))
     uri = resolve_tracking_uri(tracking_uri)
     _preflight(check_tracking, uri)
+    what = f"{name} version {version}" if version is not None else f"{name}@{alias or 'champion'}"
     try:
-        path = do_pull(name, out, alias, uri)
-    except PromptArtifactError as e:
+        path, pulled, digest = pull_pinned(name, out, alias or "champion", uri, version, sha256)
+    except (PromptArtifactError, ValueError) as e:
         _fail(e)
     except Exception as e:  # MLflow's own errors are long; keep the first line
-        _fail(Exception(f"could not pull {name}@{alias}: {str(e).splitlines()[0]}"))
+        _fail(Exception(f"could not pull {what}: {str(e).splitlines()[0]}"))
     typer.echo(str(path))
+    typer.echo(f"{'version ' + pulled + ' ' if pulled else ''}sha256 {digest}")
 
 
 @app.command()
@@ -321,11 +344,12 @@ def parse_env_or_fail(pairs: list[str] | None) -> dict[str, str]:
         _fail(e)
 
 
-def _jobs_client(address: str | None):
+def _jobs(address: str | None, call):
+    """call(JobSubmissionClient) with the client's and its requests' failures (unreachable, silent head) as one line."""
     from pipeline.submit import SubmitError, client
 
     try:
-        return client(address)
+        return call(client(address))
     except SubmitError as e:
         _fail(e)
 
@@ -337,7 +361,7 @@ app.add_typer(jobs_app, name="jobs")
 @jobs_app.command("list")
 def jobs_list(address: Address = None) -> None:
     """One line per job: submission id, status, entrypoint."""
-    for j in sorted(_jobs_client(address).list_jobs(), key=lambda j: j.start_time or 0):
+    for j in sorted(_jobs(address, lambda c: c.list_jobs()), key=lambda j: j.start_time or 0):
         typer.echo(f"{j.submission_id or j.job_id}\t{j.status.value}\t{j.entrypoint}")
 
 
@@ -354,13 +378,13 @@ def jobs_logs(job_id: str, address: Address = None,
         except SubmitError as e:
             _fail(e)
     else:
-        typer.echo(_jobs_client(address).get_job_logs(job_id))
+        typer.echo(_jobs(address, lambda c: c.get_job_logs(job_id)))
 
 
 @jobs_app.command("stop")
 def jobs_stop(job_id: str, address: Address = None) -> None:
     """Ask the cluster to stop a job."""
-    typer.echo(f"{job_id} {'stopping' if _jobs_client(address).stop_job(job_id) else 'already finished'}")
+    typer.echo(f"{job_id} {'stopping' if _jobs(address, lambda c: c.stop_job(job_id)) else 'already finished'}")
 
 
 def main() -> None:

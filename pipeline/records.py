@@ -1,7 +1,7 @@
 """What a search records, in one leaf module (imports nothing of tune/ or tracking/, so the search, its callbacks,
-the trial driver, registration and plots all read it without importing each other): the MLflow tags of searches and
-trials, the per-trial and per-search summaries, the completed/pruned rule, the metric a search optimises, and
-`better`, the one "is this an improvement under min/max" comparison."""
+the trial driver, registration, the suite and plots all read it without importing each other): the MLflow tags of
+searches and trials, the per-trial and per-search summaries, the completed/pruned rule, the best-trial rule, the
+metric a search optimises, and `better`, the one "is this an improvement under min/max" comparison."""
 
 from __future__ import annotations
 
@@ -66,9 +66,19 @@ class SearchSummary:
     """Whether the version became the `champion`."""
 
 
-def ended_as(reports: int, max_reports: int) -> str:
-    """Outcome of a trial that ended without error: 'completed' once it made all its reports, else 'pruned'."""
-    return "completed" if reports >= max_reports else "pruned"
+def ended_as(last_step: int, max_steps: int) -> str:
+    """Outcome of a trial that ended without error, the one rule every caller uses: 'completed' once its last
+    accepted report is at max_steps, else 'pruned'. By step, not by report count: a trial restored after it ended
+    reports its final result once more and nothing else, so its restored history has one report."""
+    return "completed" if last_step >= max_steps else "pruned"
+
+
+def best_trial(trials: list[TrialSummary], mode: str) -> TrialSummary | None:
+    """The trial with the best `best` under `mode`; ties go to fewer steps, then the smaller trial id, so a search
+    and a suite pick the same trial whatever order the trials come in. None when no trial reported."""
+    sign = 1 if mode == "max" else -1
+    scored = [t for t in trials if t.best is not None]
+    return min(scored, key=lambda t: (-sign * t.best, t.steps, t.trial_id), default=None)
 
 
 def search_metric(cfg: ExperimentConfig) -> tuple[str, str]:

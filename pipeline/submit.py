@@ -22,6 +22,10 @@ from pipeline.preflight import check_submission
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 AGENT_WAIT_S = 60  # how long a submission waits for a freshly started head's job agent
+# (connect, read) seconds per Jobs API request. Ray's client sends requests without a timeout, so a head that accepts
+# TCP but never answers (stuck dashboard, wrong port behind a proxy) hung `jobs list` and `submit` forever. The read
+# bound is per socket read, not per upload: a large working dir still uploads.
+REQUEST_TIMEOUT_S = (10.0, 60.0)
 # Never uploaded with the working dir: local stores and caches the cluster must not see (Ray also skips .gitignore'd).
 EXCLUDES = [".git", ".venv", "ray_results", "mlruns", "mlruns.db", "mlartifacts", ".promptfarm", "*.pyc"]
 
@@ -81,12 +85,27 @@ def auth_headers() -> dict[str, str]:
 
 
 def client(address: str | None = None):
-    """A JobSubmissionClient for the cluster at `address`, authenticated when a Ray token is configured."""
+    """A JobSubmissionClient for the cluster at `address`, authenticated when a Ray token is configured, whose
+    requests fail with a one-line SubmitError after REQUEST_TIMEOUT_S instead of waiting forever."""
+    import requests
     from ray.job_submission import JobSubmissionClient
 
     url = resolve_address(address)
+
+    class Bounded(JobSubmissionClient):  # the one hook Ray's client has for per-request options
+        def _do_request(self, method, endpoint, **kw):
+            kw.setdefault("timeout", REQUEST_TIMEOUT_S)
+            try:
+                return super()._do_request(method, endpoint, **kw)
+            except requests.exceptions.Timeout:
+                raise SubmitError(f"the Ray Jobs API at {url} did not answer {method} {endpoint} within "
+                                  f"{REQUEST_TIMEOUT_S[1]:.0f} s (expected a running head's dashboard port, "
+                                  "default 8265)") from None
+
     try:
-        return JobSubmissionClient(url, headers=auth_headers())
+        return Bounded(url, headers=auth_headers())
+    except SubmitError:
+        raise
     except Exception as e:  # ConnectionError, AuthenticationError: Ray's messages run to many lines
         first = str(e).strip().splitlines()[0]
         raise SubmitError(f"cannot use the Ray Jobs API at {url}: {first} (expected a running head and, with token "

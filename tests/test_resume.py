@@ -83,8 +83,8 @@ def test_trial_finished_before_a_restore_ends_with_its_final_result(tmp_path, ra
     from pipeline.backbone import ensure_backbone
     from pipeline.config import load_config
     from pipeline.tracking.runs import experiment_id, mlflow_client
+    from pipeline.tune.cluster import resolve_paths
     from pipeline.tune.driver import make_trainer
-    from pipeline.tune.search import resolve_paths
 
     monkeypatch.chdir(ROOT)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -118,3 +118,58 @@ class RecordReports(UserCallback):
 
 def _lines(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_ctrl_c_saves_the_search_and_resume_finishes_it(tmp_path, ray_cluster):
+    """SIGINT to `promptfarm search` after a first trial completed: exit 130 with the `--resume` command (not
+    Tune's `Tuner.restore` hint), the search run closed KILLED and nothing registered; `--resume` then finishes the
+    same search, labels every trial that reached max_steps completed, and registers once."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import ray
+
+    from pipeline.tracking.runs import mlflow_client
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [sys.executable, "-m", "pipeline.cli", "search", str(SMOKE), f"storage_path={tmp_path / 'ray'}",
+            f"backbone.name_or_path={tmp_path / 'tm'}", f"tracking.tracking_uri={uri}", "search.num_samples=2",
+            "search.grace_period=2", "train.max_steps=6", "train.eval_every=3", "tracking.model_name=ctrl-c"]
+    # The driver joins this session's cluster (a second local cluster on the machine breaks Ray Train's cleaner).
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 600
+    while not any(" completed: " in ln for ln in lines) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert proc.poll() is None, "".join(lines)[-3000:]
+    proc.send_signal(signal.SIGINT)
+    rc = proc.wait(timeout=300)
+    reader.join(10)
+    out = "".join(lines)
+    (parent,) = _search_runs(mlflow_client(uri))
+    search_id = parent.data.tags["promptfarm.search_id"]
+    assert rc == 130, out[-3000:]
+    assert f"resume it with: promptfarm search {SMOKE} " in out and out.rstrip().endswith(f"--resume {search_id}")
+    assert "Tuner.restore" not in out and "registered" not in out
+    client = mlflow_client(uri)
+    assert client.get_run(parent.info.run_id).info.status == "KILLED"
+    assert client.search_model_versions("name = 'ctrl-c'") == []
+
+    resumed = subprocess.run([*args, "--resume", search_id], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=900)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    assert "registered ctrl-c version 1 (champion)" in resumed.stdout and "no trial completed" not in resumed.stderr
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+    trials = [ln.split() for ln in resumed.stdout.splitlines() if ln.split()[:1] and ln.split()[0].count("_") == 1
+              and ln.split()[2:3] in (["completed"], ["pruned"], ["failed"])]
+    assert len(trials) == 2 and all(t[2] == "completed" for t in trials), resumed.stdout  # 6 of 6 steps each
+
+
+def _search_runs(client):
+    exp = client.get_experiment_by_name("smoke")
+    return client.search_runs([exp.experiment_id], filter_string="tags.promptfarm.role = 'search'")

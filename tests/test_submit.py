@@ -99,3 +99,26 @@ def test_no_cluster_at_the_address_is_one_line():
         assert result.exit_code == 2
         assert result.output.strip().splitlines()[-1].startswith("error: cannot use the Ray Jobs API at "
                                                                  "http://127.0.0.1:9: ")
+
+
+@pytest.mark.parametrize("argv", [["jobs", "list"], ["jobs", "stop", "raysubmit_x"],
+                                  ["submit", "jobs/configs/smoke.yaml", "--no-wait"]])
+def test_a_head_that_accepts_tcp_but_never_answers_fails_in_one_line(argv, monkeypatch):
+    """Ray's client sends its requests without a timeout: against a silent head these commands hung forever."""
+    import socket
+
+    from typer.testing import CliRunner
+
+    from pipeline import submit
+    from pipeline.cli import app
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(submit, "REQUEST_TIMEOUT_S", (1.0, 1.0))
+    with socket.socket() as silent:  # the kernel completes the handshake from the backlog; nobody ever reads
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        r = CliRunner().invoke(app, [*argv, "--address", url])
+    assert r.exit_code == 2, r.output
+    (line,) = r.output.strip().splitlines()
+    assert line.startswith(f"error: the Ray Jobs API at {url} did not answer GET /api/version within 1 s"), line

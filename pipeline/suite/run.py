@@ -16,6 +16,7 @@ import ray
 from pipeline.config import ExperimentConfig, absolute_path
 from pipeline.suite.config import SuiteConfig, SuiteTask, task_config
 from pipeline.suite.table import FROZEN, Cell, TaskResult, build_table, table_json, to_markdown, wilson_interval
+from pipeline.tune.interrupt import Interrupted
 
 SUITE_TAG = "promptfarm.suite_id"
 
@@ -39,7 +40,7 @@ class SuiteSummary:
 def run_suite(scfg: SuiteConfig, resume: str | None = None) -> SuiteSummary:
     """Run (or with `resume`=suite id, finish) every task's search, score the report splits, build the table."""
     from pipeline.tracking.runs import experiment_id, find_run, get_or_create_run, mlflow_client, resolve_tracking_uri
-    from pipeline.tune.search import ensure_ray, resolve_paths
+    from pipeline.tune.cluster import ensure_ray, resolve_paths
 
     cfgs = {t.name: resolve_paths(task_config(scfg, t)) for t in scfg.tasks}
     first = cfgs[scfg.tasks[0].name]
@@ -51,6 +52,8 @@ def run_suite(scfg: SuiteConfig, resume: str | None = None) -> SuiteSummary:
                           "expected the suite id printed when it started")
     suite_id = resume or f"{scfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_id = get_or_create_run(client, exp_id, suite_id, {SUITE_TAG: suite_id, "promptfarm.role": "suite"})
+    if resume:  # an interrupted suite's run was closed KILLED: it runs again
+        client.update_run(run_id, status="RUNNING")
     print(f"[promptfarm] suite id: {suite_id} ({'resuming' if resume else 'new'}; MLflow {uri}, run {run_id})",
           flush=True)
     tags = client.get_run(run_id).data.tags
@@ -64,24 +67,28 @@ def run_suite(scfg: SuiteConfig, resume: str | None = None) -> SuiteSummary:
     todo = [t for t in scfg.tasks if t.name not in results]
     pending: dict = {}
     width = scfg.concurrent or _room(first)
-    while todo or pending:
-        while todo and len(pending) < width:
-            t = todo.pop(0)
-            cfg, search_id = cfgs[t.name], f"{suite_id}-{t.name}"
-            client.set_tag(run_id, f"task.{t.name}", "running")
-            restore = _tune_state_exists(cfg, search_id)
-            register = cfg.tracking.register and not _registered(client, cfg, search_id)
-            task = {**asdict(t), "report_file": absolute_path(t.report_file)}  # Ray tasks run elsewhere
-            ref = _task.remote(cfg.to_dict(), task, search_id, restore, register, run_id, uri, scfg.frozen)
-            pending[ref] = t
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        t = pending.pop(ready[0])
-        result = TaskResult.from_dict(ray.get(ready[0]))
-        results[t.name] = result
-        client.log_text(run_id, json.dumps(asdict(result), indent=2), f"tasks/{t.name}.json")
-        client.set_tag(run_id, f"task.{t.name}", result.status)
-        print(f"[promptfarm] suite task {t.name}: {result.status}"
-              + (f" ({result.reason})" if result.reason else ""), flush=True)
+    try:
+        while todo or pending:
+            while todo and len(pending) < width:
+                t = todo.pop(0)
+                cfg, search_id = cfgs[t.name], f"{suite_id}-{t.name}"
+                client.set_tag(run_id, f"task.{t.name}", "running")
+                restore = _tune_state_exists(cfg, search_id)
+                register = cfg.tracking.register and not _registered(client, cfg, search_id)
+                task = {**asdict(t), "report_file": absolute_path(t.report_file)}  # Ray tasks run elsewhere
+                ref = _task.remote(cfg.to_dict(), task, search_id, restore, register, run_id, uri, scfg.frozen)
+                pending[ref] = t
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            t = pending.pop(ready[0])
+            result = TaskResult.from_dict(ray.get(ready[0]))
+            results[t.name] = result
+            client.log_text(run_id, json.dumps(asdict(result), indent=2), f"tasks/{t.name}.json")
+            client.set_tag(run_id, f"task.{t.name}", result.status)
+            print(f"[promptfarm] suite task {t.name}: {result.status}"
+                  + (f" ({result.reason})" if result.reason else ""), flush=True)
+    except KeyboardInterrupt:  # Ctrl+C: finished tasks are recorded on the run; --resume restores the rest
+        client.set_terminated(run_id, "KILLED")
+        raise Interrupted(suite_id) from None
     ordered = [results[t.name] for t in scfg.tasks]
     methods = _methods(first)
     table = build_table(ordered, methods, scfg.frozen)
@@ -98,9 +105,9 @@ def _methods(cfg: ExperimentConfig) -> list[str]:
 
 def _room(cfg: ExperimentConfig) -> int:
     """Task searches the cluster runs side by side: how many trials of one fit at once (at least 1)."""
-    from pipeline.tune.search import _concurrency
+    from pipeline.tune.cluster import concurrency
 
-    return _concurrency(cfg)
+    return concurrency(cfg)
 
 
 def _tune_state_exists(cfg: ExperimentConfig, search_id: str) -> bool:
@@ -175,22 +182,16 @@ def _curve(uri: str, run_id: str | None, metric: str) -> list[list[float]]:
 
 
 def _best_per_method(s, cfg: ExperimentConfig, uri: str) -> dict:
-    """{method: (TrialSummary, MLflow run id)} of each method's best trial (ties: fewer steps, then trial id)."""
-    from pipeline.records import SEARCH_TAG, TRIAL_TAG
+    """{method: (TrialSummary, MLflow run id)} of each method's best trial (records.best_trial's rule)."""
+    from pipeline.records import SEARCH_TAG, TRIAL_TAG, best_trial
     from pipeline.tracking.runs import experiment_id, find_run, mlflow_client
 
-    sign = 1 if s.mode == "max" else -1
-    best: dict = {}
-    for tr in s.trials:
-        if tr.best is None:
-            continue
-        key = (-sign * tr.best, tr.steps, tr.trial_id)
-        if tr.method not in best or key < best[tr.method][0]:
-            best[tr.method] = (key, tr)
+    best = {m: best_trial([t for t in s.trials if t.method == m], s.mode) for m in {t.method for t in s.trials}}
+    best = {m: tr for m, tr in best.items() if tr is not None}
     client = mlflow_client(uri)
     exp_id = experiment_id(client, cfg)
     return {m: (tr, find_run(client, exp_id, {SEARCH_TAG: s.search_id, TRIAL_TAG: tr.trial_id}))
-            for m, (_, tr) in best.items()}
+            for m, tr in best.items()}
 
 
 @ray.remote

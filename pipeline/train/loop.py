@@ -1,10 +1,12 @@
-"""The per-worker training loop run by Ray Train's TorchTrainer: DeepSpeed over a PromptedModel.
+"""A trial's training loop, DeepSpeed over a PromptedModel, run in the Tune trial's own process (one worker) or on
+every worker of a Ray Train TorchTrainer (pipeline.train.session).
 
-Each trial: load the frozen backbone, build the method, `deepspeed.initialize`, train only the method's
-parameters, and every `eval_every` steps evaluate and `ray.train.report` the validation metrics with a
-checkpoint: the prompt (safetensors + JSON) and every rank's optimizer slice (pipeline.train.checkpoint). A
-worker group Ray restarts after a failure resumes from the last reported checkpoint exactly: same prompt, Adam
-moments, schedule position and data order as a run that never stopped.
+Each trial: take the frozen backbone (loaded once per process, pipeline.train.warm), build the method,
+`deepspeed.initialize`, train only the method's parameters, and every `eval_every` steps evaluate and report the
+validation metrics with a checkpoint: the prompt (safetensors + JSON) and every rank's optimizer slice
+(pipeline.train.checkpoint). A trial restarted after a failure (Tune's or Train's retry, `--resume`) resumes from
+its last reported checkpoint exactly: same prompt, Adam moments, schedule position and data order as a run that
+never stopped.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ import math
 import os
 import random
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from pipeline import methods
-from pipeline.backbone import embedding_rows, input_embedding_rms, load_backbone
+from pipeline.backbone import embedding_rows, input_embedding_rms
 from pipeline.config import ExperimentConfig
 from pipeline.data.encode import Encoder, collate
 from pipeline.data.sources import load_examples
@@ -129,31 +131,43 @@ def train_step(engine, stream, grad_accum: int, device, step: int, world: int, p
 
 
 def train_worker(loop_config: dict) -> None:
-    """Ray Train worker entry point; `loop_config` = {"experiment": dict, "context": dict}."""
-    import ray.train
+    """Ray Train worker entry point (multi-worker trials); `loop_config` = {"experiment": dict, "context": dict}."""
+    from pipeline.train.session import TrainWorker
 
-    cfg = ExperimentConfig.from_dict(loop_config["experiment"])
-    ctx = LoopContext(**loop_config["context"])
-    rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
-    _setup_worker(cfg, ctx, rank)
-    device = ray.train.torch.get_device()
+    run_trial(ExperimentConfig.from_dict(loop_config["experiment"]), LoopContext(**loop_config["context"]),
+              TrainWorker())
+
+
+def run_trial(cfg: ExperimentConfig, ctx: LoopContext, session) -> None:
+    """One trial (or its rest, after a restart from a checkpoint) on `session` (pipeline.train.session): a Ray Train
+    worker or the Tune trial's own process. The backbone and encoded data come from the process cache
+    (pipeline.train.warm); the method, optimizer and engine are new."""
+    from pipeline.train import warm
+
+    rank, world, device = session.rank, session.world, session.device
+    _setup_worker(cfg, ctx, rank, session.records_placement)
     torch.manual_seed(cfg.seed)
     task = get_task(cfg.data.task)
     ds = ds_config(cfg.train, cfg.backbone.dtype)
-    model, tokenizer, info = load_backbone(cfg.backbone, zero3_config=ds if cfg.train.zero_stage == 3 else None)
+    model, tokenizer, info = warm.backbone(cfg.backbone, ds if cfg.train.zero_stage == 3 else None)
     method = methods.build(cfg.method, info, embedding_rows(model, tokenizer), seed=cfg.seed)
-    start_step, restored_dir = _restore_prompt(method, info)
+    start_step, restored_dir = _restore_prompt(method, info, session.checkpoint())
     if start_step >= cfg.train.max_steps:
         # Finished before its search driver died, but the restored search had not recorded it: end with the
         # final result again (Tune requires the metric in a trial's last result); nothing is trained or logged.
-        ray.train.report(read_prompt_meta(restored_dir)["metrics"])
+        session.report(read_prompt_meta(restored_dir)["metrics"])
         return
 
     enc = Encoder(tokenizer, info.is_seq2seq, cfg.data.max_length, cfg.data.max_target_length,
                   cfg.data.decoder_separator)
-    train_ex = load_examples(task, "train", cfg.data.train_file, cfg.data.max_train_samples, cfg.seed)
-    val_ex = load_examples(task, "validation", cfg.data.validation_file, cfg.data.max_eval_samples, cfg.seed)
-    features = enc.examples(task, train_ex)[rank::world]
+    d = cfg.data
+    # the same data through the same tokenizer: encoded once per process
+    key = warm.identity_of(asdict(cfg.backbone), d.task, d.train_file, d.validation_file, d.max_train_samples,
+                           d.max_eval_samples, cfg.seed, d.max_length, d.max_target_length, d.decoder_separator)
+    features, val_ex = warm.kept("data", key, lambda: (
+        enc.examples(task, load_examples(task, "train", d.train_file, d.max_train_samples, cfg.seed)),
+        load_examples(task, "validation", d.validation_file, d.max_eval_samples, cfg.seed)))
+    features = features[rank::world]
     engine = build_engine(cfg, PromptedModel(model, method, info.is_seq2seq), method, start_step)
     lrs = _absolute_lrs(engine)
     if restored_dir is not None:
@@ -190,7 +204,7 @@ def train_worker(loop_config: dict) -> None:
         value = metrics[ctx.metric]
         improved = better(value, best, ctx.mode)
         best = value if improved else best
-        _report(cfg, engine, method, info, task.name, step, metrics, rank, world, tracker, improved)
+        _report(cfg, engine, method, info, task.name, step, metrics, session, tracker, improved)
 
 
 def _absolute_lrs(engine) -> dict[str, float]:
@@ -198,38 +212,33 @@ def _absolute_lrs(engine) -> dict[str, float]:
     return {g["name"]: g["initial_lr"] if "initial_lr" in g else g["lr"] for g in engine.optimizer.param_groups}
 
 
-def _setup_worker(cfg: ExperimentConfig, ctx: LoopContext, rank: int) -> None:
-    """CPU threads and accelerator, quiet DeepSpeed, and (rank 0) the placement record for release."""
+def _setup_worker(cfg: ExperimentConfig, ctx: LoopContext, rank: int, records_placement: bool) -> None:
+    """CPU threads and accelerator, quiet DeepSpeed, and (rank 0 of a Train worker group) the placement record."""
     if not cfg.train.use_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
         use_reserved_cpus(cfg.train.cpus_per_worker)  # not Ray's default of 1 thread
     import deepspeed.utils
 
     deepspeed.utils.logger.setLevel("WARNING")  # its per-step INFO lines would bury the progress lines
-    if rank == 0 and ctx.trial_key:
+    if rank == 0 and ctx.trial_key and records_placement:
         record_current(ctx.trial_key)
 
 
-def _restore_prompt(method, info) -> tuple[int, Path | None]:
-    """(step, local checkpoint dir) of the checkpoint Ray restarted this worker group from, its prompt loaded into
-    `method`; (0, None) on a fresh start. The directory is kept: the optimizer state is read from it later."""
-    import ray.train
-
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
+def _restore_prompt(method, info, local: Path | None) -> tuple[int, Path | None]:
+    """(step, `local`) of the checkpoint the trial restarts from, its prompt loaded into `method`; (0, None) on a
+    fresh start. The directory is kept: the optimizer state is read from it later."""
+    if local is None:
         return 0, None
-    local = Path(checkpoint.to_directory())
     restored, meta = load_prompt(local, info)
     method.load_state_dict(restored.state_dict())
     return int(meta["step"]), local
 
 
-def _report(cfg, engine, method, info, task: str, step: int, metrics: dict, rank: int, world: int, tracker,
+def _report(cfg, engine, method, info, task: str, step: int, metrics: dict, session, tracker,
             improved: bool) -> None:
     """Every rank reports one checkpoint part (merged into one directory by Ray Train): rank 0 the prompt, every
     rank its optimizer slice under optimizer/; rank 0 logs the metrics and, when improved, the prompt to MLflow."""
-    import ray.train
-
+    rank, world = session.rank, session.world
     state = full_state(method)  # collective under ZeRO-3: every rank gathers
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / OPTIMIZER_DIR).mkdir()
@@ -239,7 +248,7 @@ def _report(cfg, engine, method, info, task: str, step: int, metrics: dict, rank
                 "max_length": cfg.data.max_length, "max_target_length": cfg.data.max_target_length,
                 "decoder_separator": cfg.data.decoder_separator, "dtype": cfg.backbone.dtype}})
             tracker.log(metrics, step, tmp if improved else None)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        session.report(metrics, tmp)
 
 
 def _check_finite(loss: torch.Tensor, step: int, world: int) -> None:

@@ -10,9 +10,8 @@ from pipeline.records import better, ended_as
 class MlflowTrialStatus(Callback):
     """On trial end: tag outcome completed/pruned/failed (+ reason) and terminate the run accordingly."""
 
-    def __init__(self, uri: str, exp_id: str, search_id: str, max_reports: int, max_steps: int) -> None:
-        self.uri, self.exp_id, self.search_id, self.max_reports = uri, exp_id, search_id, max_reports
-        self.max_steps = max_steps
+    def __init__(self, uri: str, exp_id: str, search_id: str, max_steps: int) -> None:
+        self.uri, self.exp_id, self.search_id, self.max_steps = uri, exp_id, search_id, max_steps
 
     def _close(self, trial, outcome: str | None, reason: str | None) -> None:
         from pipeline.records import SEARCH_TAG, TRIAL_TAG
@@ -25,14 +24,14 @@ class MlflowTrialStatus(Callback):
         if run_id is None:
             return
         last = trial.last_result or {}
-        if outcome is None and "step" in last:
-            # Ended normally: completed iff the last result Tune accepted is the final step. Not the run's MLflow
-            # history: a worker runs ahead of ASHA's stop decision and can log one more evaluation than Tune took.
-            outcome = "completed" if last["step"] >= self.max_steps else "pruned"
-        if outcome is None:  # no result in this driver (restored after the trial ended): count the run's reports
-            steps = {m.step for m in client.get_metric_history(run_id, "step")}
-            outcome = ended_as(max(len(steps), (trial.last_result or {}).get("training_iteration", 0)),
-                               self.max_reports)
+        if outcome is None:
+            # Ended normally: by the last result Tune accepted, not the run's MLflow history (a worker runs ahead of
+            # ASHA's stop decision and can log one more evaluation than Tune took). No result in this driver
+            # (restored after the trial ended): the last step the run logged.
+            step = last.get("step")
+            if step is None:
+                step = max((m.step for m in client.get_metric_history(run_id, "step")), default=0)
+            outcome = ended_as(int(step), self.max_steps)
         client.set_tag(run_id, "promptfarm.outcome", outcome)
         if reason:
             client.set_tag(run_id, "promptfarm.error", reason[:5000])
@@ -59,9 +58,9 @@ class ProgressLine(Callback):
     Tune's own table calls a pruned trial TERMINATED like a completed one; this line tells them apart.
     """
 
-    def __init__(self, metric: str, mode: str, max_reports: int, echo=None) -> None:
+    def __init__(self, metric: str, mode: str, max_steps: int, echo=None) -> None:
         # echo None = print, looked up when called: Tune pickles its callbacks, and `print` may be swapped by then
-        self.metric, self.mode, self.max_reports, self._echo = metric, mode, max_reports, echo
+        self.metric, self.mode, self.max_steps, self._echo = metric, mode, max_steps, echo
         self.best: tuple[float, str, str] | None = None  # (value, trial id, method)
         self.ended: dict[str, str] = {}  # trial id -> completed / pruned / failed
 
@@ -91,7 +90,7 @@ class ProgressLine(Callback):
         self.echo(self.line(trials, f"trial {trial.trial_id} new best at step {result.get('step', '?')}"))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self.ended[trial.trial_id] = ended_as((trial.last_result or {}).get("training_iteration", 0), self.max_reports)
+        self.ended[trial.trial_id] = ended_as(int((trial.last_result or {}).get("step", 0)), self.max_steps)
         self.echo(self.line(trials, f"trial {trial.trial_id} {self.ended[trial.trial_id]}", trial, "TERMINATED"))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:

@@ -1,4 +1,9 @@
-"""The per-trial driver fn Tune runs: it builds and fits one TorchTrainer for the sampled configuration."""
+"""The per-trial fn Tune runs for a sampled configuration: the trial's loop itself, in this process, when the trial
+has one worker (`train.num_workers: 1`); else a TorchTrainer over the trial's worker group.
+
+In-process trials run in Tune's reused trial actors (`reuse_actors`): the next trial finds the process, its
+process group and its backbone warm (pipeline.train.warm). Multi-worker trials keep Ray Train's worker group.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +33,6 @@ def make_driver(base: dict, metric: str, mode: str, uri: str, exp_id: str, paren
     def driver(params: dict) -> None:
         from mlflow.entities import Param
         from ray import tune
-        from ray.tune.integration.ray_train import TuneReportCallback
 
         from pipeline.records import SEARCH_TAG, TRIAL_TAG
         from pipeline.tracking.runs import get_or_create_run, mlflow_client
@@ -43,9 +47,32 @@ def make_driver(base: dict, metric: str, mode: str, uri: str, exp_id: str, paren
             client.log_batch(run_id, params=[Param(k, v) for k, v in flat_params(exp).items()])
         context = {"metric": metric, "mode": mode, "tracking_uri": uri, "run_id": run_id,
                    "trial_key": f"{search_id}/{trial_id}"}
+        if in_process(exp):
+            from pipeline.train.loop import LoopContext, run_trial
+            from pipeline.train.session import InProcess
+
+            run_trial(exp, LoopContext(**context), InProcess(exp.train.use_gpu))
+            return
+        from ray.tune.integration.ray_train import TuneReportCallback
+
         make_trainer(exp, context, f"{search_id}-{trial_id}", [TuneReportCallback()]).fit()
 
     return driver
+
+
+def in_process(exp: ExperimentConfig) -> bool:
+    """Whether a trial of `exp` runs its loop in the Tune trial's own process (one worker), not a worker group."""
+    return exp.train.num_workers == 1
+
+
+def trial_resources(exp: ExperimentConfig) -> dict[str, float]:
+    """What Tune reserves for the trial fn: a worker's CPUs (and GPU) when it trains itself; a sliver when it only
+    waits on its TorchTrainer, whose workers reserve their own."""
+    from pipeline.tune.cluster import DRIVER_CPU
+
+    if in_process(exp):
+        return {"CPU": exp.train.cpus_per_worker, **({"GPU": 1} if exp.train.use_gpu else {})}
+    return {"CPU": DRIVER_CPU}
 
 
 def make_trainer(exp: ExperimentConfig, context: dict, name: str, callbacks: list):

@@ -10,38 +10,23 @@ with its outcome (completed, pruned, failed + reason). After the search the best
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from pipeline.config import ExperimentConfig, absolute_path
+from pipeline.config import ExperimentConfig
 from pipeline.records import (
     SEARCH_TAG,
     TRIAL_TAG,
     SearchSummary,
     TrialSummary,
     best_of,
+    best_trial,
     better,
     ended_as,
     search_metric,
 )
+from pipeline.tune.cluster import DRIVER_CPU, check_fits_cluster, concurrency, ensure_ray, resolve_paths
 from pipeline.tune.space import search_space, to_ray
-
-DRIVER_CPU = 0.01
-"""CPUs reserved by each trial's driver fn, which only waits on its TorchTrainer."""
-
-
-def resolve_paths(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Make local paths absolute: trial processes run in other working directories (and on other nodes)."""
-    b = cfg.backbone
-    if b.init_tiny or b.name_or_path.startswith((".", "/", "~")) or Path(b.name_or_path).exists():
-        b.name_or_path = absolute_path(b.name_or_path)
-    cfg.data.train_file = absolute_path(cfg.data.train_file)
-    cfg.data.validation_file = absolute_path(cfg.data.validation_file)
-    if "://" not in cfg.storage_path:
-        cfg.storage_path = absolute_path(cfg.storage_path)
-    return cfg
 
 
 def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool | None = None,
@@ -63,9 +48,17 @@ def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool 
     search_id = resume or search_id or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run = _open_search_run(cfg, search_id, resume is not None, parent_run)
     if ensure_ray(cfg):
-        _check_fits(cfg)
-    grid = _tuner(cfg, run, resume is not None).fit()
-    return _finish(cfg, run, summarize(grid, search_id, run.metric, run.mode, run.max_reports, cfg.method_name),
+        check_fits_cluster(cfg)
+    from pipeline.tune.interrupt import Interrupted, Interruptible
+
+    tuner = _tuner(cfg, run, resume is not None)
+    with Interruptible() as stop:
+        grid = tuner.fit()
+    if stop.interrupted:  # saved, not finished: nothing registered, the run stays open for --resume
+        run.client.set_tag(run.parent, "promptfarm.state", "interrupted")
+        run.client.set_terminated(run.parent, "KILLED")
+        raise Interrupted(search_id)
+    return _finish(cfg, run, summarize(grid, search_id, run.metric, run.mode, cfg.train.max_steps, cfg.method_name),
                    register)
 
 
@@ -102,6 +95,9 @@ def _open_search_run(cfg: ExperimentConfig, search_id: str, resuming: bool, pare
     parent = get_or_create_run(client, exp_id, search_id, {SEARCH_TAG: search_id, "promptfarm.role": "search"})
     if parent_run:
         client.set_tag(parent, "mlflow.parentRunId", parent_run)
+    if resuming:  # an interrupted search's run was closed KILLED: it runs again
+        client.update_run(parent, status="RUNNING")
+    client.set_tag(parent, "promptfarm.state", "running")
     client.log_text(parent, json.dumps(cfg.to_dict(), indent=2), "config.json")
     print(f"[promptfarm] search id: {search_id} ({'resuming' if resuming else 'new'}; MLflow {uri}, run {parent})",
           flush=True)  # printed first: the id `--resume` needs if this driver dies
@@ -115,25 +111,30 @@ def _tuner(cfg: ExperimentConfig, run: _SearchRun, resuming: bool):
     from ray.tune.schedulers import ASHAScheduler
 
     from pipeline.tune.callbacks import MlflowTrialStatus, ProgressLine
-    from pipeline.tune.driver import make_driver
+    from pipeline.tune.driver import in_process, make_driver, trial_resources
 
     driver = make_driver(cfg.to_dict(), run.metric, run.mode, run.uri, run.exp_id, run.parent, run.search_id)
-    trainable = tune.with_resources(driver, {"CPU": DRIVER_CPU})  # the driver only waits; workers hold the CPUs
+    trainable = tune.with_resources(driver, trial_resources(cfg))
     path = f"{cfg.storage_path.rstrip('/')}/{run.search_id}"  # a URI (s3://...) or a mounted path
     if resuming:
         return tune.Tuner.restore(path, trainable=trainable, resume_errored=False, restart_errored=False)
-    status_cb = MlflowTrialStatus(run.uri, run.exp_id, run.search_id, run.max_reports, cfg.train.max_steps)
+    status_cb = MlflowTrialStatus(run.uri, run.exp_id, run.search_id, cfg.train.max_steps)
     return tune.Tuner(
         trainable, param_space=to_ray(search_space(cfg)),
         tune_config=tune.TuneConfig(
             metric=run.metric, mode=run.mode, num_samples=cfg.search.num_samples,
-            search_alg=search_algorithm(cfg, cfg.search.max_concurrent_trials or _concurrency(cfg)),
+            search_alg=search_algorithm(cfg, cfg.search.max_concurrent_trials or concurrency(cfg)),
             scheduler=ASHAScheduler(time_attr="training_iteration", max_t=run.max_reports,
                                     grace_period=min(cfg.search.grace_period, run.max_reports),
-                                    reduction_factor=cfg.search.reduction_factor)),
-        run_config=tune.RunConfig(name=run.search_id, storage_path=cfg.storage_path,
-                                  callbacks=[status_cb, ProgressLine(run.metric, run.mode, run.max_reports)],
-                                  failure_config=tune.FailureConfig(max_failures=0), verbose=1))
+                                    reduction_factor=cfg.search.reduction_factor),
+            reuse_actors=True),  # in-process trials: the next trial gets a warm process (pipeline.train.warm)
+        run_config=tune.RunConfig(
+            name=run.search_id, storage_path=cfg.storage_path,
+            callbacks=[status_cb, ProgressLine(run.metric, run.mode, cfg.train.max_steps)], verbose=1,
+            # Retries: Tune's for in-process trials (from the trial's last checkpoint), Ray Train's for worker groups
+            failure_config=tune.FailureConfig(max_failures=cfg.train.max_failures if in_process(cfg) else 0),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=run.metric,
+                                                    checkpoint_score_order=run.mode)))
 
 
 def _finish(cfg: ExperimentConfig, run: _SearchRun, summary: SearchSummary, register: bool | None) -> SearchSummary:
@@ -146,6 +147,7 @@ def _finish(cfg: ExperimentConfig, run: _SearchRun, summary: SearchSummary, regi
                                                                 TRIAL_TAG: summary.best_trial})
         run.client.log_metric(run.parent, f"best_{run.metric}", summary.best_value)
     log_search_plots(run.client, run.parent, summary)
+    run.client.set_tag(run.parent, "promptfarm.state", "finished")
     if (cfg.tracking.register if register is None else register) and summary.best_run_id:
         from pipeline.tune.champion import register_best
 
@@ -156,10 +158,10 @@ def _finish(cfg: ExperimentConfig, run: _SearchRun, summary: SearchSummary, regi
     return summary
 
 
-def train_one(cfg: ExperimentConfig, register: bool | None = None) -> SearchSummary:
+def train_one(cfg: ExperimentConfig, resume: str | None = None, register: bool | None = None) -> SearchSummary:
     """One trial of exactly the configured method and values (nothing sampled), tracked and registered as a
-    one-trial search: same MLflow runs, checkpoints, fault tolerance and registry rule."""
-    return run_search(one_trial(cfg), register=register)
+    one-trial search: same MLflow runs, checkpoints, fault tolerance, resume and registry rule."""
+    return run_search(one_trial(cfg), resume=resume, register=register)
 
 
 def one_trial(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -170,21 +172,6 @@ def one_trial(cfg: ExperimentConfig) -> ExperimentConfig:
     cfg.search.num_samples, cfg.search.methods, cfg.search.space, cfg.search.default_space = 1, {}, {}, False
     cfg.search.equal_budget = None
     return cfg
-
-
-def ensure_ray(cfg: ExperimentConfig) -> bool:
-    """Start local Ray for `cfg` unless this process is already connected; True when it started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    env = {"DS_ACCELERATOR": "cpu"} if not cfg.train.use_gpu else {}
-    # Workers' stdout reaches the driver (the in-trial progress lines); library chatter is kept to errors.
-    # Train V2's print patch tees every print to stdout and to its logger: each line reached the driver twice.
-    env.update(TRANSFORMERS_VERBOSITY="error", TQDM_DISABLE="1", HF_HUB_DISABLE_PROGRESS_BARS="1",
-               RAY_TRAIN_ENABLE_PRINT_PATCH="0")
-    ray.init(runtime_env={"env_vars": env}, log_to_driver=os.environ.get("PROMPTFARM_WORKER_LOGS", "1") != "0")
-    return True
 
 
 def search_algorithm(cfg: ExperimentConfig, max_concurrent: int):
@@ -200,48 +187,32 @@ def search_algorithm(cfg: ExperimentConfig, max_concurrent: int):
     return BasicVariantGenerator(random_state=cfg.search.seed, max_concurrent=max_concurrent)
 
 
-def _check_fits(cfg: ExperimentConfig) -> None:
-    """Fail fast when one trial cannot fit a fixed-size cluster (it would wait for workers forever)."""
-    import ray
-
-    from pipeline.preflight import check_fits
-
-    check_fits(cfg.train, ray.cluster_resources(), DRIVER_CPU, "this cluster")
-
-
-def _concurrency(cfg: ExperimentConfig) -> int:
-    """Trials that fit the cluster at once: GPUs (or CPUs) divided by what one trial's workers reserve."""
-    import ray
-
-    res = ray.cluster_resources()
-    if cfg.train.use_gpu:
-        return max(1, int(res.get("GPU", 0) // cfg.train.num_workers))
-    per_trial = cfg.train.num_workers * cfg.train.cpus_per_worker + DRIVER_CPU
-    return max(1, int(res.get("CPU", 1) // per_trial))
-
-
-def summarize(grid, search_id: str, metric: str, mode: str, max_reports: int, method: str) -> SearchSummary:
-    """Per-trial outcomes and the best (trial, report) over every report of every trial."""
+def summarize(grid, search_id: str, metric: str, mode: str, max_steps: int, method: str) -> SearchSummary:
+    """Per-trial outcomes (records.ended_as) and the best trial (records.best_trial) at its best report."""
     out = SearchSummary(search_id, metric, mode)
-    best_row = None
+    best_rows: dict[str, dict] = {}
     for res in grid:
         df = res.metrics_dataframe
         rows = [] if df is None or metric not in df else df.dropna(subset=[metric]).to_dict("records")
         trial_id = (res.metrics or {}).get("trial_id") or (rows[-1]["trial_id"] if rows else "?")
         params = {k: v for k, v in (res.config or {}).items()}
-        vals = [r[metric] for r in rows]
-        best = best_of(vals, mode)
-        status = "failed" if res.error else ended_as(len(rows), max_reports)
-        err = str(res.error).strip().splitlines()[-1][:500] if res.error else None
         last = rows[-1] if rows else {}
+        status = "failed" if res.error else ended_as(int(last.get("step", 0)), max_steps)
+        err = str(res.error).strip().splitlines()[-1][:500] if res.error else None
         out.trials.append(TrialSummary(
-            trial_id, params, len(rows), best, status, params.get("method.name", method),
+            trial_id, params, len(rows), best_of([r[metric] for r in rows], mode), status,
+            params.get("method.name", method),
             int(last["trainable_params"]) if "trainable_params" in last else None, int(last.get("step", 0)),
             float(last.get("time_total_s", 0.0)), [(int(r.get("step", 0)), float(r[metric])) for r in rows], err))
-        for r in rows:
-            if best_row is None or better(r[metric], best_row[metric], mode):
-                best_row = r
-    if best_row is not None:
-        out.best_trial, out.best_value = best_row["trial_id"], float(best_row[metric])
-        out.best_checkpoint = best_row.get("checkpoint_path")
+        for r in rows:  # Tune's own checkpoints (in-process trials) are named relative to the trial's directory
+            if isinstance(r.get("checkpoint_dir_name"), str) and getattr(res, "path", None):
+                r["_checkpoint"] = f"{res.path.rstrip('/')}/{r['checkpoint_dir_name']}"
+        for r in rows:  # the trial's first report at its best value: its checkpoint is the prompt to register
+            if trial_id not in best_rows or better(r[metric], best_rows[trial_id][metric], mode):
+                best_rows[trial_id] = r
+    top = best_trial(out.trials, mode)
+    if top is not None:
+        row = best_rows[top.trial_id]
+        out.best_trial, out.best_value = top.trial_id, float(row[metric])
+        out.best_checkpoint = row.get("checkpoint_path") or row.get("_checkpoint")
     return out
