@@ -133,7 +133,7 @@ def test_zero3_two_workers_trains_dept_on_t5(tmp_path, ray_cluster, monkeypatch)
 
 
 def test_every_method_trains_through_deepspeed_in_a_ray_trial(tmp_path, ray_cluster, monkeypatch):
-    """One short Ray Train trial per registered method (method_grid), each a DeepSpeed engine over the tiny LLaMA:
+    """One short Ray trial per registered method (method_grid), each a DeepSpeed engine over the tiny LLaMA:
     every trial completes and its checkpointed prompt moved away from the method's seeded initialisation."""
     from pipeline import methods
     from pipeline.backbone import embedding_rows, load_backbone
@@ -153,8 +153,9 @@ def test_every_method_trains_through_deepspeed_in_a_ray_trial(tmp_path, ray_clus
     assert all(t.status == "completed" and t.steps == 2 for t in s.trials), s.trials
     model, tok, info = load_backbone(cfg.backbone)
     for trial in s.trials:
-        run_dir = tmp_path / "ray" / f"{s.search_id}-{trial.trial_id}"  # the trial's Ray Train run dir
-        ckpts = sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())  # not checkpoint_manager_snapshot.json
+        # one-worker trials train in Tune's trial process: their checkpoints are Tune's, in the trial's directory
+        (run_dir,) = (tmp_path / "ray" / s.search_id).glob(f"driver_{trial.trial_id}_*")
+        ckpts = sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())
         assert ckpts, f"{trial.method}: no checkpoint in {run_dir}"
         ckpt = ckpts[-1]  # the last report's (timestamped names sort in time order)
         trained, meta = load_prompt(ckpt, info)
