@@ -8,6 +8,7 @@
     promptfarm submit jobs/configs/smoke.yaml --address http://HEAD:8265 --tracking-uri http://MLFLOW:5000
     promptfarm jobs list|logs ID|stop ID
     promptfarm bench jobs/configs/bench-tiny.yaml
+    promptfarm bench-trials jobs/configs/smoke.yaml --out bench-trials
     promptfarm pull sst2-tiny-llama --alias champion --out ./prompt
     promptfarm predict ./prompt "a gripping, funny film"
     promptfarm methods
@@ -199,8 +200,8 @@ def predict(prompt_dir: Path, texts: list[str],
                 help="Load the backbone quantised: none, nf4, fp4, int8 (default: as the prompt was trained)")] = None
             ) -> None:
     """Load backbone + prompt and print the predicted label for each TEXT."""
+    from pipeline.evaluation.predictor import Predictor
     from pipeline.methods.artifact import PromptArtifactError
-    from pipeline.predict import Predictor
 
     if not prompt_dir.is_dir():
         _fail(FileNotFoundError(f"prompt directory {str(prompt_dir.resolve())!r} not found; expected a directory "
@@ -229,8 +230,9 @@ def evaluate(model: Annotated[str, typer.Argument(help="NAME[@ALIAS] (default al
     unless --limit; `data.max_eval_samples` is the search's selection subset). `--frozen` scores the config's
     backbone with no prompt instead: zero-shot rank classification over the same template and label words.
     """
+    from pipeline.evaluation.runs import evaluate_frozen, evaluate_registered
     from pipeline.preflight import check_evaluate, check_tracking
-    from pipeline.tracking.registry import evaluate_frozen, evaluate_registered, registered_name
+    from pipeline.tracking.registry import registered_name
     from pipeline.tracking.runs import resolve_tracking_uri
 
     name, _, at = model.partition("@")
@@ -303,6 +305,27 @@ def bench(config: Path, overrides: Overrides = None,
         typer.echo(bench_command(config, overrides or [], out))
     except (ConfigError, FileNotFoundError) as e:
         _fail(e)
+
+
+@app.command("bench-trials")
+def bench_trials(config: Path, overrides: Overrides = None,
+                 out: Annotated[Path, typer.Option(help="Directory for trials.md, trials.json and the event logs")]
+                 = Path("bench-trials")) -> None:
+    """Per-trial fixed overhead of the config's search: a worker group per trial against warm in-process trials."""
+    import json
+
+    from pipeline.bench.trials import run, to_markdown
+    from pipeline.config import ConfigError
+
+    cfg = _load(config, overrides)
+    try:
+        result = run(cfg, out)
+    except (ConfigError, ValueError) as e:
+        _fail(e)
+    text = to_markdown(result, cfg)
+    (out / "trials.md").write_text(text)
+    (out / "trials.json").write_text(json.dumps(result, indent=1))
+    typer.echo(text + f"wrote {out / 'trials.md'}, {out / 'trials.json'}")
 
 
 Address = Annotated[str | None, typer.Option(help="Ray Jobs API, e.g. http://HEAD:8265 (default: "

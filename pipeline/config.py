@@ -98,6 +98,9 @@ class TrainConfig:
     every forward; 0 partitions everything."""
     num_workers: int = field(default=1, metadata=bounds(1))
     """Ray Train workers (DeepSpeed ranks) per trial."""
+    in_process: bool = True
+    """One-worker trials train in Tune's reused trial process, backbone kept warm between trials; false: a Ray Train
+    worker group per trial, as multi-worker trials always use."""
     use_gpu: bool = False
     """One GPU per worker; False runs DeepSpeed's CPU accelerator with gloo."""
     cpus_per_worker: float = field(default=1.0, metadata=bounds(0.0, lo_open=True))
@@ -107,7 +110,8 @@ class TrainConfig:
     progress_seconds: float = field(default=60.0, metadata=bounds(0.0, lo_open=True))
     """... or after this many seconds without one, whichever comes first (slow steps on CPU)."""
     max_failures: int = field(default=1, metadata=bounds(0))
-    """Worker-group restarts per trial before the trial fails (resumes from the last prompt checkpoint)."""
+    """Restarts per trial (Tune's for in-process trials, Ray Train's for worker groups) before the trial fails;
+    each resumes from the last prompt checkpoint."""
 
 
 @dataclass

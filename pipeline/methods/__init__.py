@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.methods.base import BackboneInfo, EmbedRows
+from pipeline.schema import ConfigError
 
 
 @dataclass(frozen=True)
@@ -87,3 +88,13 @@ def name_of(cfg: Any) -> str:
 def build(cfg: Any, info: BackboneInfo, embed_rows: EmbedRows | None = None, seed: int = 0):
     """Instantiate the method configured by `cfg` over a backbone described by `info`."""
     return get(name_of(cfg)).module_cls(cfg, info, embed_rows, seed)
+
+
+def budget_values(name: str, tokens: int | None, key: str = "search.equal_budget") -> dict[str, Any]:
+    """Config values that put method `name` at PT's budget of `tokens` tokens ({} when not in that mode)."""
+    if tokens is None:
+        return {}
+    values = get(name).module_cls.budget_overrides(tokens)
+    if values is None:
+        raise ConfigError(f"{key}={tokens}: method {name!r} declares no budget_overrides")
+    return values

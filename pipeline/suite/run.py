@@ -203,7 +203,7 @@ def _report_scores(cfg_dict: dict, split: str, path: str | None, limit: int | No
 
     from pipeline.data.sources import load_examples
     from pipeline.data.tasks import get_task
-    from pipeline.predict import Predictor
+    from pipeline.evaluation.predictor import Predictor
     from pipeline.tracking.runs import mlflow_client
 
     cfg = ExperimentConfig.from_dict(cfg_dict)

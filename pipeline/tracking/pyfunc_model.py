@@ -22,7 +22,7 @@ class PromptModel(PythonModel):
     """Frozen backbone + prompt; predict maps a DataFrame of texts to label words (numbers for regression)."""
 
     def load_context(self, context) -> None:
-        from pipeline.predict import Predictor
+        from pipeline.evaluation.predictor import Predictor
 
         self.predictor = Predictor.load(context.artifacts["prompt"])
 

@@ -15,6 +15,7 @@ import math
 import os
 import random
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from pipeline.config import ExperimentConfig
 from pipeline.data.encode import Encoder, collate
 from pipeline.data.sources import load_examples
 from pipeline.data.tasks import get_task
+from pipeline.evaluation.score import evaluate
 from pipeline.methods.artifact import CONFIG_FILE, TENSORS_FILE, load_prompt, read_prompt_meta, save_prompt
 from pipeline.methods.base import count_trainable
 from pipeline.methods.units import absolute_groups
@@ -34,7 +36,6 @@ from pipeline.prompted import PromptedModel
 from pipeline.records import better
 from pipeline.train.checkpoint import load_optimizer, save_optimizer
 from pipeline.train.ds_config import ds_config
-from pipeline.train.evaluate import evaluate
 from pipeline.train.placement import record_current, use_reserved_cpus
 from pipeline.train.progress import EvalProgress, Progress
 from pipeline.zero import full_state
@@ -78,7 +79,9 @@ def batches(features: list[dict], batch_size: int, pad_id: int, seed: int, skip:
         epoch, offset = epoch + 1, 0
 
 
-def _lr_lambda(warmup: int, total: int):
+def lr_lambda(warmup: int, total: int):
+    """The schedule's factor at each step: linear warm-up over `warmup` steps, then linear decay to 0 at `total`."""
+
     def f(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
@@ -106,7 +109,7 @@ def build_engine(cfg: ExperimentConfig, prompted: PromptedModel, method, start_s
 
     total = cfg.train.max_steps
     optimizer = make_optimizer(method, prompted.backbone, cfg.train.weight_decay, cfg.train.lr_units)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.train.warmup_steps, total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.train.warmup_steps, total))
     for _ in range(start_step):  # resume the schedule where the checkpoint left it
         scheduler.step()
     engine, _, _, _ = deepspeed.initialize(model=prompted, optimizer=optimizer, lr_scheduler=scheduler,
@@ -189,6 +192,7 @@ def run_trial(cfg: ExperimentConfig, ctx: LoopContext, session) -> None:
               f"train.lr_units={cfg.train.lr_units})", flush=True)
     losses: list[float] = []
     best = None
+    stepping = time.perf_counter()  # compute_s: seconds since the first step began (steps, evals, checkpoints)
     for step in range(start_step + 1, cfg.train.max_steps + 1):
         losses += train_step(engine, stream, cfg.train.grad_accum, device, step, world, progress)
         if progress is not None:
@@ -199,7 +203,8 @@ def run_trial(cfg: ExperimentConfig, ctx: LoopContext, session) -> None:
         metrics = evaluate(engine.module, enc, task, val_ex, cfg.train.eval_batch_size, device,
                            progress=EvalProgress(f"{label} step {step}", len(val_ex)) if rank == 0 else None)
         metrics.update(step=step, train_loss=sum(losses) / len(losses), trainable_params=count_trainable(method),
-                       resumed_from=start_step)  # > 0 after a worker-group restart from a prompt checkpoint
+                       resumed_from=start_step,  # > 0 after a restart from a prompt checkpoint
+                       compute_s=time.perf_counter() - stepping)
         losses.clear()
         value = metrics[ctx.metric]
         improved = better(value, best, ctx.mode)
@@ -282,8 +287,6 @@ class _Tracker:
     def log_metrics(self, metrics: dict, step: int) -> None:
         if self.client is None:
             return
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)

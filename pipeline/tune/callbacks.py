@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from ray.tune import Callback
 
-from pipeline.records import better, ended_as
+from pipeline.records import SearchRef, better, ended_as
 
 
 class MlflowTrialStatus(Callback):
     """On trial end: tag outcome completed/pruned/failed (+ reason) and terminate the run accordingly."""
 
-    def __init__(self, uri: str, exp_id: str, search_id: str, max_steps: int) -> None:
-        self.uri, self.exp_id, self.search_id, self.max_steps = uri, exp_id, search_id, max_steps
+    def __init__(self, search: SearchRef, max_steps: int) -> None:
+        self.uri, self.exp_id, self.search_id, self.max_steps = search.uri, search.exp_id, search.search_id, max_steps
 
     def _close(self, trial, outcome: str | None, reason: str | None) -> None:
         from pipeline.records import SEARCH_TAG, TRIAL_TAG

@@ -7,15 +7,36 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pipeline.config import ExperimentConfig
 from pipeline.records import best_of, better
 
 
-def register_best(client, cfg: ExperimentConfig, search_id: str, metric: str, value: float, mode: str,
-                  run_id: str, n_trials: int) -> tuple[str, str | None, bool]:
-    """Register trial run `run_id`'s best prompt (metric=value) under the config's model name, if it beats the
-    champion. Returns (model name, version or None, whether it is the champion)."""
+@dataclass(frozen=True)
+class BestTrial:
+    """A search's best trial as registration needs it."""
+
+    search_id: str
+    """The search (Tune experiment name, MLflow search_id tag)."""
+    metric: str
+    """Reported metric the search optimised, e.g. 'val_accuracy'."""
+    mode: str
+    """'max' or 'min'."""
+    value: float
+    """The trial's best value of `metric`."""
+    run_id: str
+    """MLflow run of the trial (its `prompt` artifact is the prompt at that value)."""
+    trials: int
+    """Trials the search ran."""
+
+
+def register_best(client, cfg: ExperimentConfig, best: BestTrial) -> tuple[str, str | None, bool]:
+    """Register `best`'s prompt under the config's model name, if it beats the champion. Returns (model name,
+    version or None, whether it is the champion)."""
     from pipeline.tracking.registry import register_prompt, registered_name
+
+    search_id, metric, value, run_id = best.search_id, best.metric, best.value, best.run_id
 
     run = client.get_run(run_id)
     name = registered_name(cfg)
@@ -25,14 +46,14 @@ def register_best(client, cfg: ExperimentConfig, search_id: str, metric: str, va
             "backbone": cfg.backbone.name_or_path, "backbone_revision": str(cfg.backbone.revision),
             "task": cfg.data.task}
     sampled = {k: v for k, v in run.data.params.items() if k.startswith("method.") and k != "method.name"}
-    desc = (f"Best of {n_trials} trials of ASHA search {search_id} ({method}, {metric}={value:.4f}, "
+    desc = (f"Best of {best.trials} trials of ASHA search {search_id} ({method}, {metric}={value:.4f}, "
             f"method params {sampled})")
-    version, champion = register_prompt(client, name, run_id, metric, value, mode, tags, desc)
+    version, champion = register_prompt(client, name, run_id, metric, value, best.mode, tags, desc)
     return name, version, champion
 
 
-def best_trial_run(client, exp_id: str, search_id: str, metric: str, mode: str) -> tuple[str, float, int]:
-    """(run id, best value, trials) of the search's trial run with the best reported `metric` and a logged prompt.
+def best_trial_run(client, exp_id: str, search_id: str, metric: str, mode: str) -> BestTrial:
+    """The search's trial run with the best reported `metric` and a logged prompt, from MLflow alone.
 
     Every eval is in the run's metric history; the run's `prompt` artifact is the prompt at its best eval.
     """
@@ -58,7 +79,7 @@ def best_trial_run(client, exp_id: str, search_id: str, metric: str, mode: str) 
             best = (run.info.run_id, v)
     if best is None:
         raise LookupError(f"search {search_id!r}: no trial reported {metric} with a saved prompt")
-    return best[0], best[1], len(runs)
+    return BestTrial(search_id, metric, mode, best[1], best[0], len(runs))
 
 
 def register_search(cfg: ExperimentConfig, search_id: str) -> tuple[str, str | None, bool, float]:
@@ -68,6 +89,6 @@ def register_search(cfg: ExperimentConfig, search_id: str) -> tuple[str, str | N
 
     client = mlflow_client(resolve_tracking_uri(cfg.tracking.tracking_uri))
     metric, mode = search_metric(cfg)
-    run_id, value, n = best_trial_run(client, experiment_id(client, cfg), search_id, metric, mode)
-    name, version, champion = register_best(client, cfg, search_id, metric, value, mode, run_id, n)
-    return name, version, champion, value
+    best = best_trial_run(client, experiment_id(client, cfg), search_id, metric, mode)
+    name, version, champion = register_best(client, cfg, best)
+    return name, version, champion, best.value

@@ -8,6 +8,7 @@ process group and its backbone warm (pipeline.train.warm). Multi-worker trials k
 from __future__ import annotations
 
 from pipeline.config import ExperimentConfig
+from pipeline.records import SearchRef
 from pipeline.tune.space import trial_config
 
 
@@ -27,8 +28,9 @@ def flat_params(cfg: ExperimentConfig) -> dict[str, str]:
     return out
 
 
-def make_driver(base: dict, metric: str, mode: str, uri: str, exp_id: str, parent_run: str, search_id: str):
-    """A picklable closure: sampled params (dotted keys) -> one Ray Train run of that trial."""
+def make_driver(base: dict, search: SearchRef):
+    """A picklable closure: sampled params (dotted keys) -> one trial of `search`, in this process or in a worker
+    group (in_process)."""
 
     def driver(params: dict) -> None:
         from mlflow.entities import Param
@@ -36,33 +38,33 @@ def make_driver(base: dict, metric: str, mode: str, uri: str, exp_id: str, paren
 
         from pipeline.records import SEARCH_TAG, TRIAL_TAG
         from pipeline.tracking.runs import get_or_create_run, mlflow_client
+        from pipeline.train.loop import LoopContext
 
         exp = ExperimentConfig.from_dict(trial_config(base, params))
         trial_id = tune.get_context().get_trial_id()
-        client = mlflow_client(uri)
-        tags = {SEARCH_TAG: search_id, TRIAL_TAG: trial_id, "mlflow.parentRunId": parent_run,
+        client = mlflow_client(search.uri)
+        tags = {SEARCH_TAG: search.search_id, TRIAL_TAG: trial_id, "mlflow.parentRunId": search.parent,
                 "promptfarm.role": "trial"}
-        run_id = get_or_create_run(client, exp_id, f"{search_id}-{trial_id}", tags)
+        run_id = get_or_create_run(client, search.exp_id, f"{search.search_id}-{trial_id}", tags)
         if not client.get_run(run_id).data.params:  # params are immutable: log once, also across restores
             client.log_batch(run_id, params=[Param(k, v) for k, v in flat_params(exp).items()])
-        context = {"metric": metric, "mode": mode, "tracking_uri": uri, "run_id": run_id,
-                   "trial_key": f"{search_id}/{trial_id}"}
+        ctx = LoopContext(search.metric, search.mode, search.uri, run_id, f"{search.search_id}/{trial_id}")
         if in_process(exp):
-            from pipeline.train.loop import LoopContext, run_trial
+            from pipeline.train.loop import run_trial
             from pipeline.train.session import InProcess
 
-            run_trial(exp, LoopContext(**context), InProcess(exp.train.use_gpu))
+            run_trial(exp, ctx, InProcess(exp.train.use_gpu))
             return
         from ray.tune.integration.ray_train import TuneReportCallback
 
-        make_trainer(exp, context, f"{search_id}-{trial_id}", [TuneReportCallback()]).fit()
+        make_trainer(exp, ctx, f"{search.search_id}-{trial_id}", [TuneReportCallback()]).fit()
 
     return driver
 
 
 def in_process(exp: ExperimentConfig) -> bool:
     """Whether a trial of `exp` runs its loop in the Tune trial's own process (one worker), not a worker group."""
-    return exp.train.num_workers == 1
+    return exp.train.num_workers == 1 and exp.train.in_process
 
 
 def trial_resources(exp: ExperimentConfig) -> dict[str, float]:
@@ -75,8 +77,12 @@ def trial_resources(exp: ExperimentConfig) -> dict[str, float]:
     return {"CPU": DRIVER_CPU}
 
 
-def make_trainer(exp: ExperimentConfig, context: dict, name: str, callbacks: list):
-    """The TorchTrainer of one trial; a trainer with the same `name` and storage resumes from its checkpoints."""
+def make_trainer(exp: ExperimentConfig, ctx, name: str, callbacks: list):
+    """The TorchTrainer of one trial (`ctx`: its LoopContext); a trainer with the same `name` and storage resumes
+    from its checkpoints. The experiment and context cross into the workers as dicts (Train's loop config) and are
+    validated back into their types there (pipeline.train.loop.train_worker)."""
+    from dataclasses import asdict
+
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -85,10 +91,10 @@ def make_trainer(exp: ExperimentConfig, context: dict, name: str, callbacks: lis
     t = exp.train
     workers = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}
     return TorchTrainer(
-        train_worker, train_loop_config={"experiment": exp.to_dict(), "context": context},
+        train_worker, train_loop_config={"experiment": exp.to_dict(), "context": asdict(ctx)},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=workers),
         run_config=RunConfig(
             name=name, storage_path=exp.storage_path, callbacks=callbacks,
             failure_config=FailureConfig(max_failures=t.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=context["metric"],
-                                               checkpoint_score_order=context["mode"])))
+            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=ctx.metric,
+                                               checkpoint_score_order=ctx.mode)))

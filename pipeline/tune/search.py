@@ -17,6 +17,7 @@ from pipeline.config import ExperimentConfig
 from pipeline.records import (
     SEARCH_TAG,
     TRIAL_TAG,
+    SearchRef,
     SearchSummary,
     TrialSummary,
     best_of,
@@ -30,11 +31,12 @@ from pipeline.tune.space import search_space, to_ray
 
 
 def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool | None = None,
-               search_id: str | None = None, parent_run: str | None = None) -> SearchSummary:
+               search_id: str | None = None, parent_run: str | None = None,
+               callbacks: list | None = None) -> SearchSummary:
     """Run (or with `resume`=search id, restore and finish) an ASHA search, then register the best prompt.
 
     `search_id` names a new search (default '<name>-<timestamp>'); `parent_run` nests its MLflow run under another
-    (a suite's) run.
+    (a suite's) run; `callbacks` are more Tune callbacks (e.g. pipeline.bench.trials.TrialClock).
 
     Pre-flight first (pipeline.preflight): data, resources, tracking store and backbone are checked before Ray
     starts; a failure raises a one-line PreflightError (a ConfigError)."""
@@ -51,37 +53,25 @@ def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool 
         check_fits_cluster(cfg)
     from pipeline.tune.interrupt import Interrupted, Interruptible
 
-    tuner = _tuner(cfg, run, resume is not None)
+    tuner = _tuner(cfg, run, resume is not None, callbacks or [])
     with Interruptible() as stop:
         grid = tuner.fit()
     if stop.interrupted:  # saved, not finished: nothing registered, the run stays open for --resume
-        run.client.set_tag(run.parent, "promptfarm.state", "interrupted")
-        run.client.set_terminated(run.parent, "KILLED")
+        run.client.set_tag(run.ref.parent, "promptfarm.state", "interrupted")
+        run.client.set_terminated(run.ref.parent, "KILLED")
         raise Interrupted(search_id)
-    return _finish(cfg, run, summarize(grid, search_id, run.metric, run.mode, cfg.train.max_steps, cfg.method_name),
-                   register)
+    summary = summarize(grid, search_id, run.ref.metric, run.ref.mode, cfg.train.max_steps, cfg.method_name)
+    return _finish(cfg, run, summary, register)
 
 
 @dataclass
 class _SearchRun:
-    """The MLflow side of one search: where its runs go and what it optimises."""
+    """One search as the search driver holds it: its identity and an MLflow client on its store."""
 
-    search_id: str
-    """Tune experiment name; tagged on every MLflow run of the search."""
-    uri: str
-    """MLflow tracking URI."""
+    ref: SearchRef
+    """Identity, tracking and metric of the search."""
     client: object
-    """MlflowClient on `uri`."""
-    exp_id: str
-    """MLflow experiment id."""
-    parent: str
-    """MLflow run id of the search (the trials' parent)."""
-    metric: str
-    """Reported metric optimised, e.g. 'val_accuracy'."""
-    mode: str
-    """'max' or 'min'."""
-    max_reports: int
-    """Evaluations a trial that runs to max_steps reports (ASHA's max_t)."""
+    """MlflowClient on `ref.uri`."""
 
 
 def _open_search_run(cfg: ExperimentConfig, search_id: str, resuming: bool, parent_run: str | None) -> _SearchRun:
@@ -101,11 +91,11 @@ def _open_search_run(cfg: ExperimentConfig, search_id: str, resuming: bool, pare
     client.log_text(parent, json.dumps(cfg.to_dict(), indent=2), "config.json")
     print(f"[promptfarm] search id: {search_id} ({'resuming' if resuming else 'new'}; MLflow {uri}, run {parent})",
           flush=True)  # printed first: the id `--resume` needs if this driver dies
-    return _SearchRun(search_id, uri, client, exp_id, parent, metric, mode,
-                      -(-cfg.train.max_steps // cfg.train.eval_every))
+    return _SearchRun(SearchRef(search_id, uri, exp_id, parent, metric, mode,
+                                -(-cfg.train.max_steps // cfg.train.eval_every)), client)
 
 
-def _tuner(cfg: ExperimentConfig, run: _SearchRun, resuming: bool):
+def _tuner(cfg: ExperimentConfig, run: _SearchRun, resuming: bool, extra: list):
     """The Tuner of a new search (ASHA over the search space), or the restored Tuner of an interrupted one."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -113,28 +103,30 @@ def _tuner(cfg: ExperimentConfig, run: _SearchRun, resuming: bool):
     from pipeline.tune.callbacks import MlflowTrialStatus, ProgressLine
     from pipeline.tune.driver import in_process, make_driver, trial_resources
 
-    driver = make_driver(cfg.to_dict(), run.metric, run.mode, run.uri, run.exp_id, run.parent, run.search_id)
+    driver = make_driver(cfg.to_dict(), run.ref)
     trainable = tune.with_resources(driver, trial_resources(cfg))
-    path = f"{cfg.storage_path.rstrip('/')}/{run.search_id}"  # a URI (s3://...) or a mounted path
+    path = f"{cfg.storage_path.rstrip('/')}/{run.ref.search_id}"  # a URI (s3://...) or a mounted path
     if resuming:
         return tune.Tuner.restore(path, trainable=trainable, resume_errored=False, restart_errored=False)
-    status_cb = MlflowTrialStatus(run.uri, run.exp_id, run.search_id, cfg.train.max_steps)
+    status_cb = MlflowTrialStatus(run.ref, cfg.train.max_steps)
     return tune.Tuner(
         trainable, param_space=to_ray(search_space(cfg)),
         tune_config=tune.TuneConfig(
-            metric=run.metric, mode=run.mode, num_samples=cfg.search.num_samples,
+            metric=run.ref.metric, mode=run.ref.mode, num_samples=cfg.search.num_samples,
             search_alg=search_algorithm(cfg, cfg.search.max_concurrent_trials or concurrency(cfg)),
-            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=run.max_reports,
-                                    grace_period=min(cfg.search.grace_period, run.max_reports),
+            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=run.ref.max_reports,
+                                    grace_period=min(cfg.search.grace_period, run.ref.max_reports),
                                     reduction_factor=cfg.search.reduction_factor),
-            reuse_actors=True),  # in-process trials: the next trial gets a warm process (pipeline.train.warm)
+            # in-process trials: the next trial gets a warm process (pipeline.train.warm); a TorchTrainer's
+            # driver is not reused (a second Train run in one reused actor never got its workers)
+            reuse_actors=in_process(cfg)),
         run_config=tune.RunConfig(
-            name=run.search_id, storage_path=cfg.storage_path,
-            callbacks=[status_cb, ProgressLine(run.metric, run.mode, cfg.train.max_steps)], verbose=1,
+            name=run.ref.search_id, storage_path=cfg.storage_path,
+            callbacks=[status_cb, ProgressLine(run.ref.metric, run.ref.mode, cfg.train.max_steps), *extra], verbose=1,
             # Retries: Tune's for in-process trials (from the trial's last checkpoint), Ray Train's for worker groups
             failure_config=tune.FailureConfig(max_failures=cfg.train.max_failures if in_process(cfg) else 0),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=run.metric,
-                                                    checkpoint_score_order=run.mode)))
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=run.ref.metric,
+                                                    checkpoint_score_order=run.ref.mode)))
 
 
 def _finish(cfg: ExperimentConfig, run: _SearchRun, summary: SearchSummary, register: bool | None) -> SearchSummary:
@@ -143,18 +135,18 @@ def _finish(cfg: ExperimentConfig, run: _SearchRun, summary: SearchSummary, regi
     from pipeline.tracking.runs import find_run
 
     if summary.best_trial is not None:
-        summary.best_run_id = find_run(run.client, run.exp_id, {SEARCH_TAG: run.search_id,
+        summary.best_run_id = find_run(run.client, run.ref.exp_id, {SEARCH_TAG: run.ref.search_id,
                                                                 TRIAL_TAG: summary.best_trial})
-        run.client.log_metric(run.parent, f"best_{run.metric}", summary.best_value)
-    log_search_plots(run.client, run.parent, summary)
-    run.client.set_tag(run.parent, "promptfarm.state", "finished")
+        run.client.log_metric(run.ref.parent, f"best_{run.ref.metric}", summary.best_value)
+    log_search_plots(run.client, run.ref.parent, summary)
+    run.client.set_tag(run.ref.parent, "promptfarm.state", "finished")
     if (cfg.tracking.register if register is None else register) and summary.best_run_id:
-        from pipeline.tune.champion import register_best
+        from pipeline.tune.champion import BestTrial, register_best
 
-        summary.model_name, summary.version, summary.champion = register_best(
-            run.client, cfg, run.search_id, run.metric, summary.best_value, run.mode, summary.best_run_id,
-            len(summary.trials))
-    run.client.set_terminated(run.parent, "FINISHED")
+        best = BestTrial(run.ref.search_id, run.ref.metric, run.ref.mode, summary.best_value, summary.best_run_id,
+                         len(summary.trials))
+        summary.model_name, summary.version, summary.champion = register_best(run.client, cfg, best)
+    run.client.set_terminated(run.ref.parent, "FINISHED")
     return summary
 
 

@@ -42,18 +42,8 @@ def parse_dist(key: str, raw: Any) -> Dist:
     return _YAML_KINDS[kind](value)
 
 
-def budget_values(name: str, tokens: int | None, key: str = "search.equal_budget") -> dict[str, Any]:
-    """Config values that put method `name` at PT's budget of `tokens` tokens ({} when not in that mode)."""
-    if tokens is None:
-        return {}
-    values = methods.get(name).module_cls.budget_overrides(tokens)
-    if values is None:
-        raise ConfigError(f"{key}={tokens}: method {name!r} declares no budget_overrides")
-    return values
-
-
 def _own_space(name: str, cfg: ExperimentConfig) -> dict[str, Dist]:
-    fixed = {f"method.{k}" for k in budget_values(name, cfg.search.equal_budget)}
+    fixed = {f"method.{k}" for k in methods.budget_values(name, cfg.search.equal_budget)}
     space = dict(methods.get(name).module_cls.search_space()) if cfg.search.default_space else {}
     return {k: d for k, d in space.items() if k not in fixed}
 
@@ -108,7 +98,7 @@ def trial_config(base: dict, params: dict[str, Any]) -> dict:
             raise ConfigError(f"method.name={name!r} is not one of search.methods {list(search.get('methods', {}))}")
         out["method"] = {"name": name, **(search["methods"][name] or {})}
     name = name or out.get("method", {}).get("name", "pt")
-    out["method"] = {**out.get("method", {}), **budget_values(name, search.get("equal_budget"))}
+    out["method"] = {**out.get("method", {}), **methods.budget_values(name, search.get("equal_budget"))}
     own = {k.partition(":")[2]: v for k, v in params.items() if k.startswith(f"{name}:")}
     plain = {k: v for k, v in params.items() if ":" not in k and k != METHOD_KEY}
     return apply_overrides(out, {**plain, **own})

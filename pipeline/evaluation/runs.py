@@ -1,0 +1,57 @@
+"""Evaluation runs: a registered prompt (NAME@alias) or the frozen backbone scored on a split, each logged as one
+run of the MLflow experiment 'promptfarm-evaluations'; a registered version is also tagged with its scores."""
+
+from __future__ import annotations
+
+from pipeline.tracking.registry import pull, registered_name
+from pipeline.tracking.runs import mlflow_client
+
+EXPERIMENT = "promptfarm-evaluations"
+
+
+def _experiment_id(client) -> str:
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    return exp.experiment_id if exp else client.create_experiment(EXPERIMENT)
+
+
+def evaluate_registered(name: str, alias: str, tracking_uri: str, split: str = "validation",
+                        path: str | None = None, limit: int | None = None) -> dict[str, float]:
+    """Re-evaluate NAME@alias on a split; log the result as a run (tags: model, version, split) and tag the version."""
+    import tempfile
+
+    from pipeline.evaluation.predictor import Predictor
+
+    client = mlflow_client(tracking_uri)
+    mv = client.get_model_version_by_alias(name, alias)
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = Predictor.load(pull(name, tmp, alias, tracking_uri)).evaluate(split, path, limit)
+    exp_id = _experiment_id(client)
+    run = client.create_run(exp_id, run_name=f"{name}-v{mv.version}-{split}", tags={
+        "model_name": name, "model_version": str(mv.version), "alias": alias, "split": split,
+        "data": path or "hub"})
+    for key, value in metrics.items():
+        client.log_metric(run.info.run_id, key, value)
+        client.set_model_version_tag(name, str(mv.version), f"eval_{split}_{key.removeprefix('val_')}", repr(value))
+    client.set_terminated(run.info.run_id)
+    return metrics
+
+
+def evaluate_frozen(cfg, tracking_uri: str, split: str = "validation", path: str | None = None,
+                    limit: int | None = None) -> dict[str, float]:
+    """The frozen baseline of `cfg` (its backbone with no prompt, same task template and label words) on a split,
+    logged as one run of 'promptfarm-evaluations' tagged baseline=frozen and the config's registered model name."""
+    from pipeline.evaluation.predictor import Predictor
+
+    metrics = Predictor.frozen(cfg.backbone, cfg.data.task, cfg.data.max_length,
+                               cfg.data.decoder_separator).evaluate(split, path, limit)
+    client = mlflow_client(tracking_uri)
+    exp_id = _experiment_id(client)
+    name = registered_name(cfg)
+    run = client.create_run(exp_id, run_name=f"{name}-frozen-{split}", tags={
+        "model_name": name, "baseline": "frozen", "split": split, "data": path or "hub",
+        "backbone": cfg.backbone.gguf or cfg.backbone.name_or_path})
+    for key, value in metrics.items():
+        client.log_metric(run.info.run_id, key, value)
+    client.log_param(run.info.run_id, "examples", limit or "all")
+    client.set_terminated(run.info.run_id)
+    return metrics

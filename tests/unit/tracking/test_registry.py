@@ -1,0 +1,171 @@
+"""Model Registry: champion only on improvement, idempotent per search, concurrent searches, pyfunc, pull."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from pipeline import methods
+from pipeline.backbone import embedding_rows
+from pipeline.methods.artifact import TENSORS_FILE, save_prompt
+from pipeline.methods.pt import PTConfig
+from pipeline.tracking.registry import CHAMPION, pull, register_prompt
+
+
+@pytest.fixture
+def store(tmp_path, backbones):
+    """A sqlite MLflow store and a factory of trial runs holding a real PT prompt for the tiny llama."""
+    return make_store(tmp_path, backbones)
+
+
+def make_store(tmp_path, backbones):
+    """(tracking URI, client, make_run(seed) -> run id) over a fresh sqlite store in `tmp_path`."""
+    from pipeline.tracking.runs import mlflow_client
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow_client(uri)
+    exp = client.create_experiment("t", artifact_location=(tmp_path / "art").as_uri())
+    model, _, info = backbones["llama"]
+
+    def make_run(seed: int) -> str:
+        cfg = PTConfig(num_tokens=3)
+        method = methods.build(cfg, info, embedding_rows(model), seed=seed)
+        d = tmp_path / f"prompt-{seed}"
+        save_prompt(d, cfg, method.state_dict(), info, "sst2")
+        run_id = client.create_run(exp).info.run_id
+        client.log_artifacts(run_id, str(d), "prompt")
+        client.set_terminated(run_id, "KILLED")
+        return run_id
+
+    return uri, client, make_run
+
+
+def _reg(client, run_id, value, search_id):
+    client.log_metric(run_id, "val_accuracy", value)  # as a trial does: the registry compares logged values only
+    return register_prompt(client, "sst2-tiny", run_id, "val_accuracy", value, "max",
+                           {"search_id": search_id, "method": "pt"}, f"search {search_id}")
+
+
+def test_champion_moves_only_on_improvement_and_once_per_search(store):
+    _, client, make_run = store
+    assert _reg(client, make_run(1), 0.6, "s1") == ("1", True)
+    assert _reg(client, make_run(2), 0.5, "s2") == (None, False)  # worse: not registered at all
+    assert _reg(client, make_run(3), 0.7, "s3") == ("2", True)
+    assert _reg(client, make_run(3), 0.7, "s3") == ("2", True)  # resumed search: no duplicate
+    versions = client.search_model_versions("name = 'sst2-tiny'")
+    assert sorted(str(v.version) for v in versions) == ["1", "2"]
+    assert client.get_model_version_by_alias("sst2-tiny", CHAMPION).tags["metric_value"] == "0.7"
+
+
+def test_logging_the_model_keeps_a_pruned_trials_status(store):
+    _, client, make_run = store
+    run_id = make_run(1)
+    _reg(client, run_id, 0.6, "s1")
+    assert client.get_run(run_id).info.status == "KILLED"
+
+
+def test_concurrent_searches_both_recorded_better_is_champion(store):
+    _, client, make_run = store
+    _reg(client, make_run(1), 0.5, "s0")
+    runs = {0.8: make_run(2), 0.9: make_run(3)}
+    results = {}
+    # Force the race: neither search creates its version before both have read the champion (0.5) and decided to
+    # register, so both then race to move the alias.
+    barrier, create = threading.Barrier(2, timeout=120), client.create_model_version
+
+    def create_together(*args, **kwargs):
+        barrier.wait()
+        return create(*args, **kwargs)
+
+    client.create_model_version = create_together
+
+    def go(value):
+        results[value] = _reg(client, runs[value], value, f"s{value}")
+
+    threads = [threading.Thread(target=go, args=(v,)) for v in runs]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert all(results[v][0] is not None for v in runs)  # both interleaved searches recorded a version
+    assert barrier.n_waiting == 0 and not barrier.broken
+    champ = client.get_model_version_by_alias("sst2-tiny", CHAMPION)
+    assert str(champ.version) == results[0.9][0] and champ.tags["metric_value"] == "0.9"
+
+
+def test_pyfunc_predicts_dataframe_and_pull_gets_plain_files(store, tmp_path):
+    import mlflow
+    import pandas as pd
+    from safetensors.torch import load_file
+
+    from pipeline.evaluation.predictor import Predictor
+
+    uri, client, make_run = store
+    run_id = make_run(4)
+    _reg(client, run_id, 0.6, "s1")
+    out = pull("sst2-tiny", tmp_path / "pulled", tracking_uri=uri)
+    assert sorted(p.name for p in out.iterdir()) == ["prompt.safetensors", "prompt_config.json"]
+    original = load_file(str(tmp_path / "prompt-4" / TENSORS_FILE))
+    assert torch.equal(load_file(str(out / TENSORS_FILE))["prompt"], original["prompt"])
+
+    texts = ["a gripping , funny film", "a dull mess", "fine"]
+    mlflow.set_registry_uri(uri)
+    model = mlflow.pyfunc.load_model("models:/sst2-tiny@champion")
+    assert list(model.predict(pd.DataFrame({"text": texts}))) == Predictor.load(out).predict(texts)
+
+
+def test_pull_unknown_model_fails_without_touching_out(store, tmp_path):
+    uri, _, _ = store
+    out = tmp_path / "keep"
+    out.mkdir()
+    (out / "prompt_config.json").write_text("{}")
+    with pytest.raises(Exception, match="nosuch"):
+        pull("nosuch", out, tracking_uri=uri)
+    assert (out / "prompt_config.json").read_text() == "{}"
+
+
+def test_evaluate_registered_logs_run_and_tags_version(store, tmp_path):
+    from pipeline.evaluation.predictor import Predictor
+    from pipeline.evaluation.runs import evaluate_registered
+    from tests.conftest import FIXTURES
+
+    uri, client, make_run = store
+    _reg(client, make_run(5), 0.6, "s1")
+    data = str(FIXTURES / "sst2_tiny" / "validation.tsv")
+    metrics = evaluate_registered("sst2-tiny", "champion", uri, "validation", data)
+    expected = Predictor.load(pull("sst2-tiny", tmp_path / "p", tracking_uri=uri)).evaluate("validation", data)
+    assert metrics == pytest.approx(expected) and set(metrics) == {"val_accuracy", "val_loss"}
+    version = client.get_model_version("sst2-tiny", "1")
+    assert float(version.tags["eval_validation_accuracy"]) == pytest.approx(metrics["val_accuracy"])
+    runs = client.search_runs([client.get_experiment_by_name("promptfarm-evaluations").experiment_id])
+    assert len(runs) == 1 and runs[0].data.metrics["val_accuracy"] == pytest.approx(metrics["val_accuracy"])
+
+
+def test_register_a_finished_search_from_its_mlflow_runs_alone(store, tiny_dirs):
+    """`promptfarm register --search-id`: best reported value over every trial's history, only trials with a
+    prompt, once per search."""
+    from pipeline.config import ExperimentConfig
+    from pipeline.records import SEARCH_TAG
+    from pipeline.tune.champion import register_search
+
+    uri, client, make_run = store
+    exp = client.get_experiment_by_name("t").experiment_id
+    for seed, history in [(1, [6.0, 5.5]), (2, [6.2, 5.2, 5.4]), (3, [5.9])]:
+        run_id = make_run(seed)
+        client.set_tag(run_id, SEARCH_TAG, "s-1")
+        client.set_tag(run_id, "promptfarm.role", "trial")
+        client.log_param(run_id, "method", "pt")
+        for step, v in enumerate(history):
+            client.log_metric(run_id, "val_loss", v, step=step)
+    no_prompt = client.create_run(exp, tags={SEARCH_TAG: "s-1", "promptfarm.role": "trial"}).info.run_id
+    client.log_metric(no_prompt, "val_loss", 1.0)  # failed before saving a prompt: never registered
+    cfg = ExperimentConfig.from_dict({
+        "backbone": {"name_or_path": str(tiny_dirs["llama"])}, "data": {"task": "sst2"},
+        "search": {"metric": "loss"}, "tracking": {"tracking_uri": uri, "experiment": "t", "model_name": "m"}})
+    name, version, champion, value = register_search(cfg, "s-1")
+    assert (name, version, champion, value) == ("m", "1", True, 5.2)
+    mv = client.get_model_version("m", "1")
+    assert mv.tags["search_id"] == "s-1" and mv.tags["metric"] == "val_loss" and "4 trials" in mv.description
+    assert register_search(cfg, "s-1")[1] == "1"  # registering again: the same version
+    with pytest.raises(LookupError, match="search 'nope' has no trial runs"):
+        register_search(cfg, "nope")
