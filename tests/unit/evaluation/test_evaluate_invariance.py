@@ -81,6 +81,9 @@ def _worker(rank: int, world: int, store: str, model_dir: str, out: str) -> None
     if rank == 0:
         with open(out, "w") as f:
             json.dump(metrics, f)
+    # Both ranks past every collective before either tears gloo down: a rank that destroys its group while the
+    # other's last all_gather is still in flight aborts at exit ("terminate called without an active exception").
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 
