@@ -130,10 +130,12 @@ def job_spec(job: str, config: Path, overrides: list[str], working_dir: Path, en
 
     The CONFIG is validated by the job's own loader (JOBS): experiments, a benchmark's or a suite's config.
     """
-    name = job.replace("-", "_")
-    module = f"jobs.{name}"
+    # One name per job: its module under jobs/ (the CLI command it runs may be spelled with '-')
+    name, module = job, f"jobs.{job}"
     if name not in JOBS:
-        raise SubmitError(f"job {job!r} has no module {module}; expected one of {', '.join(job_names())}")
+        close = [j for j in JOBS if j == job.replace("-", "_")]
+        hint = f" (the job of `promptfarm {job}` is {close[0]!r})" if close else ""
+        raise SubmitError(f"job {job!r} is not a module in jobs/; expected one of {', '.join(job_names())}{hint}")
     working_dir = working_dir.resolve()
     try:
         rel = config.resolve().relative_to(working_dir)

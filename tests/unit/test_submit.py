@@ -15,7 +15,7 @@ SMOKE = ROOT / "jobs" / "configs" / "smoke.yaml"
 
 def test_spec_runs_the_job_module_on_the_config_relative_to_the_uploaded_dir(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    entry, env = job_spec("train-one", SMOKE, ["method.lr=0.3", "--no-register"], ROOT, {"A": "1"},
+    entry, env = job_spec("train_one", SMOKE, ["method.lr=0.3", "--no-register"], ROOT, {"A": "1"},
                           "http://mlflow:5000")
     assert shlex.split(entry) == ["python", "-m", "jobs.train_one", "jobs/configs/smoke.yaml", "method.lr=0.3",
                                   "--no-register"]
@@ -47,7 +47,7 @@ def test_every_shipped_job_module_is_submittable_with_its_own_kind_of_config():
 
 
 @pytest.mark.parametrize(("job", "config", "args", "error", "match"), [
-    ("serach", SMOKE, [], SubmitError, "job 'serach' has no module jobs.serach; expected one of"),
+    ("serach", SMOKE, [], SubmitError, "job 'serach' is not a module in jobs/; expected one of"),
     ("search", ROOT.parent / "elsewhere.yaml", [], SubmitError, "is outside the working dir"),
     ("search", SMOKE, ["train.max_stepz=3"], ConfigError, "max_stepz"),
     ("search", SMOKE, ["train.max_steps=-1"], ConfigError, "max_steps"),
@@ -121,3 +121,12 @@ def test_a_head_that_accepts_tcp_but_never_answers_fails_in_one_line(argv, monke
     assert r.exit_code == 2, r.output
     (line,) = r.output.strip().splitlines()
     assert line.startswith(f"error: the Ray Jobs API at {url} did not answer GET /api/version within 1 s"), line
+
+
+def test_a_job_has_one_name_its_module_and_the_cli_spelling_is_refused_with_it():
+    """`--job train-one` was bridged to jobs.train_one by replacing '-': a job is named only by its module."""
+    with pytest.raises(SubmitError, match=r"job 'train-one' is not a module in jobs/; .*\(the job of `promptfarm "
+                                          r"train-one` is 'train_one'\)"):
+        job_spec("train-one", SMOKE, [], ROOT, {}, None)
+    with pytest.raises(SubmitError, match=r"job 'nope' is not a module in jobs/; expected one of .*train_one"):
+        job_spec("nope", SMOKE, [], ROOT, {}, None)
