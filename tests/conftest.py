@@ -21,14 +21,15 @@ SHARED_SST2 = ROOT.parent / "shared" / "data" / "sst2"
 def ray_cluster():
     """A real local Ray cluster (2 CPUs) shared by the end-to-end and fault tests.
 
-    No dashboard: Ray Train's own PlacementGroupCleaner then cannot see that a stopped trial's controller died, so
-    sequential trials only get CPUs because promptfarm releases each ended trial's placement group itself.
+    With the dashboard, as `promptfarm search` starts it for worker-group trials (pipeline.tune.cluster.
+    wants_dashboard): some tests here run them, and without the State API each Train controller that Tune ends leaves
+    a PlacementGroupCleaner actor polling and warning every second for the rest of the session.
     """
     import ray
 
     # Workers' stdout reaches this process (as in `promptfarm search`): the e2e test checks the progress lines.
     env = {"DS_ACCELERATOR": "cpu", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "TRANSFORMERS_VERBOSITY": "error"}
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=True)
+    ray.init(num_cpus=2, include_dashboard=True, runtime_env={"env_vars": env}, log_to_driver=True)
     yield
     ray.shutdown()
 

@@ -36,6 +36,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _listens(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:`port`."""
+    with socket.socket() as s:
+        s.settimeout(2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def tree_state(*paths: Path | str) -> tuple[int, int]:
     """(files, bytes) under `paths`: what a server, a search or a job has written so far (logs, results, runs)."""
     files = size = 0
@@ -108,9 +115,10 @@ def start_head() -> tuple[subprocess.Popen, Head]:
     gcs, dash = free_port(), free_port()
     # Every port of its own: another local cluster (the tests' in-process one) already holds Ray's fixed defaults,
     # e.g. the dashboard agent's 52365, and a head whose agent cannot bind accepts no jobs.
-    ports = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                                                     "metrics-export-port", "runtime-env-agent-port",
-                                                     "ray-client-server-port")]
+    agent = free_port()
+    ports = [f"--dashboard-agent-listen-port={agent}"] + [
+        f"--{name}={free_port()}" for name in ("dashboard-agent-grpc-port", "metrics-export-port",
+                                               "runtime-env-agent-port", "ray-client-server-port")]
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # job drivers run `python` from PATH
     proc = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
@@ -118,5 +126,8 @@ def start_head() -> tuple[subprocess.Popen, Head]:
          "--disable-usage-stats", *ports],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     head = Head(f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dash}", temp)
-    wait_until(lambda: client(head.jobs).list_jobs() is not None, "ray head", proc, progress=lambda: tree_state(temp))
+    # Ready when the Jobs API answers and the node's job agent listens: the head serves the API seconds before its
+    # agent is up, and a submission in between is refused ("No available agent to submit job").
+    wait_until(lambda: client(head.jobs).list_jobs() is not None and _listens(agent), "ray head and its job agent",
+               proc, progress=lambda: tree_state(temp))
     return proc, head

@@ -61,10 +61,22 @@ class InProcess:
             else torch.device("cpu")
 
     def checkpoint(self) -> Path | None:
-        """Local directory of the checkpoint Tune restored this trial from (retry after a crash, `--resume`)."""
-        from ray import tune
+        """Local directory of the newest checkpoint this trial persisted, in any of its directories; None on a fresh
+        start.
 
-        ck = tune.get_checkpoint()
+        Not only the one Tune restored (`tune.get_checkpoint()`): Tune's experiment state is a periodic snapshot, so
+        a search driver killed between a trial's report and the next snapshot restores the trial from an older
+        checkpoint, or none, and in a new trial directory (a new timestamp in its name) when the snapshot predates
+        the trial's start. Every directory of this trial id under the experiment holds what it persisted (a
+        TorchTrainer run resumes from its own storage the same way)."""
+        from ray import tune
+        from ray.train import Checkpoint
+        from ray.train._internal.session import get_storage
+
+        storage = get_storage()
+        fs, trial_id = storage.storage_filesystem, tune.get_context().get_trial_id()
+        newest = newest_checkpoint(fs, [storage.trial_fs_path, *trial_dirs(fs, storage.experiment_fs_path, trial_id)])
+        ck = tune.get_checkpoint() if newest is None else Checkpoint(newest, filesystem=fs)
         return None if ck is None else Path(ck.to_directory())
 
     def report(self, metrics: dict, directory: str | None = None) -> None:
@@ -72,3 +84,44 @@ class InProcess:
         from ray import tune
 
         tune.report(metrics, checkpoint=None if directory is None else tune.Checkpoint.from_directory(directory))
+
+
+def trial_dirs(fs, experiment_path: str, trial_id: str) -> list[str]:
+    """Directories of trial `trial_id` under `experiment_path` on pyarrow filesystem `fs`: Tune names them
+    `<trainable>_<trial id>_<index>_<params>_<timestamp>`, and a trial id (`e2b9d_00002`) is unique in an experiment."""
+    from pyarrow import fs as pafs
+
+    try:
+        found = fs.get_file_info(pafs.FileSelector(experiment_path, allow_not_found=True))
+    except OSError:
+        return []
+    return [i.path for i in found if i.type == pafs.FileType.Directory and f"_{trial_id}_" in i.base_name]
+
+
+def newest_checkpoint(fs, trial_paths: list[str]) -> str | None:
+    """Path (on pyarrow filesystem `fs`) of the `checkpoint_*` directory under `trial_paths` whose prompt records the
+    highest step, the later directory then index on a tie; None when there is none. A directory whose
+    prompt_config.json is missing or unreadable (a persist cut off by the kill) is skipped."""
+    import json
+
+    from pyarrow import fs as pafs
+
+    from pipeline.methods.artifact import CONFIG_FILE
+
+    best: tuple[int, str] | None = None  # (step, path): the path orders ties (timestamped trial dirs, then index)
+    for trial_path in dict.fromkeys(trial_paths):
+        try:
+            found = fs.get_file_info(pafs.FileSelector(trial_path, allow_not_found=True))
+        except OSError:
+            continue
+        for info in found:
+            if info.type != pafs.FileType.Directory or not info.base_name.startswith("checkpoint_"):
+                continue
+            try:
+                with fs.open_input_stream(f"{info.path}/{CONFIG_FILE}") as f:
+                    step = json.loads(f.read(1 << 20))["step"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if isinstance(step, int) and (best is None or (step, info.path) > best):
+                best = (step, info.path)
+    return None if best is None else best[1]

@@ -35,12 +35,25 @@ def ensure_ray(cfg: ExperimentConfig) -> bool:
     # Train V2's print patch tees every print to stdout and to its logger: each line reached the driver twice.
     env.update(TRANSFORMERS_VERBOSITY="error", TQDM_DISABLE="1", HF_HUB_DISABLE_PROGRESS_BARS="1",
                RAY_TRAIN_ENABLE_PRINT_PATCH="0")
-    # No dashboard unless asked (PROMPTFARM_RAY_DASHBOARD=1): its dozen processes cost seconds per start and a core's
-    # share on a small machine, and this embedded cluster takes no job submissions (a head started with `ray start`
-    # does). Trials still get their CPUs back: promptfarm releases each ended trial's placement group itself.
     ray.init(runtime_env={"env_vars": env}, log_to_driver=os.environ.get("PROMPTFARM_WORKER_LOGS", "1") != "0",
-             include_dashboard=os.environ.get("PROMPTFARM_RAY_DASHBOARD", "0") == "1")
+             include_dashboard=wants_dashboard(cfg))
     return True
+
+
+def wants_dashboard(cfg: ExperimentConfig) -> bool:
+    """Whether the embedded local Ray starts its dashboard: `PROMPTFARM_RAY_DASHBOARD=1`/`0` decides when set; else
+    only when `cfg`'s trials run Ray Train worker groups.
+
+    The dashboard's dozen processes cost about a second per start and a core's share on a small machine, and this
+    embedded cluster takes no job submissions, so one-worker (in-process) trials go without it. A worker group's
+    Train controller starts a detached PlacementGroupCleaner that asks the dashboard's State API every second whether
+    the controller lives; without the dashboard, a controller that Tune ends (ASHA stopping the trial) leaves that
+    actor running for good, logging a warning every second. (The trial's CPUs come back either way: promptfarm
+    releases an ended trial's placement group itself, pipeline.train.placement.)"""
+    from pipeline.tune.driver import in_process
+
+    asked = os.environ.get("PROMPTFARM_RAY_DASHBOARD", "")
+    return asked == "1" if asked in ("0", "1") else not in_process(cfg)
 
 
 def check_fits_cluster(cfg: ExperimentConfig) -> None:

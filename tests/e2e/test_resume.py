@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import psutil
 import pytest
@@ -175,3 +176,28 @@ def test_ctrl_c_saves_the_search_and_resume_finishes_it(tmp_path, ray_cluster):
 def _search_runs(client):
     exp = client.get_experiment_by_name("smoke")
     return client.search_runs([exp.experiment_id], filter_string="tags.promptfarm.role = 'search'")
+
+
+def test_in_process_trial_restarts_from_the_newest_checkpoint_in_its_own_directory(tmp_path, ray_cluster):
+    """Tune restores a trial from what its last experiment snapshot recorded; a checkpoint the trial persisted after
+    that snapshot (its driver killed in between) is still the one it resumes from, so no step is trained twice."""
+    from ray import tune
+
+    def trainable(config):
+        from ray.train._internal.session import get_storage
+
+        from pipeline.methods.artifact import CONFIG_FILE
+        from pipeline.train.session import InProcess
+
+        session = InProcess(use_gpu=False)
+        fresh = session.checkpoint()
+        for index, step in ((0, 3), (1, 6)):  # what an earlier run of this trial persisted, unknown to Tune
+            d = Path(get_storage().trial_fs_path) / f"checkpoint_{index:06d}"
+            d.mkdir(parents=True)
+            (d / CONFIG_FILE).write_text(json.dumps({"step": step}))
+        restored = session.checkpoint()
+        tune.report({"fresh": fresh is None, "step": json.loads((restored / CONFIG_FILE).read_text())["step"]})
+
+    (result,) = tune.Tuner(trainable, run_config=tune.RunConfig(storage_path=str(tmp_path))).fit()
+    assert result.error is None, result.error
+    assert result.metrics["fresh"] is True and result.metrics["step"] == 6

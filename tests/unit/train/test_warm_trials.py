@@ -79,3 +79,27 @@ def test_second_trial_in_a_warm_process_equals_the_same_trial_alone(tiny_dirs, t
     assert warm_prompt.keys() == alone_prompt.keys()
     assert all(torch.equal(warm_prompt[k], alone_prompt[k]) for k in warm_prompt)
     assert other.reports[-1]["step"] == 4
+
+
+def test_a_restart_from_an_earlier_checkpoint_logs_each_step_once(tiny_dirs, tmp_path, gloo_world):
+    """Killed after logging step 4 but before its checkpoint persisted: the trial restarts from step 2, re-trains
+    step 4 to the same values and its MLflow run still holds one value per step."""
+    from pipeline.tracking.runs import mlflow_client
+    from pipeline.train.loop import LoopContext, run_trial
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow_client(uri)
+    run_id = client.create_run(client.create_experiment("dedup")).info.run_id
+    ctx = LoopContext(metric="val_loss", mode="min", tracking_uri=uri, run_id=run_id)
+    cfg = _cfg(tiny_dirs["llama"], "pt", 0.3)
+    first = Recorded(tmp_path / "first")
+    first.out.mkdir()
+    run_trial(cfg, ctx, first)
+    again = Recorded(tmp_path / "again", restore=tmp_path / "first" / "step2")
+    again.out.mkdir()
+    run_trial(cfg, ctx, again)
+    assert [r["step"] for r in again.reports] == [4] and again.reports[0]["resumed_from"] == 2
+    assert again.reports[0]["val_loss"] == first.reports[1]["val_loss"]
+    history = client.get_metric_history(run_id, "val_loss")
+    assert [(m.step, m.value) for m in history] == [(r["step"], r["val_loss"]) for r in first.reports]
+    assert [m.step for m in client.get_metric_history(run_id, "train_loss")] == [2, 4]

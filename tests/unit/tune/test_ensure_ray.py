@@ -1,12 +1,16 @@
-"""The embedded local Ray a search starts: no dashboard unless asked for, and never a second start."""
+"""The embedded local Ray a search starts: the dashboard only for worker-group trials or when asked for, and never a
+second start."""
 
 from __future__ import annotations
 
 import pytest
 
 
-@pytest.mark.parametrize(("env", "dashboard"), [(None, False), ("0", False), ("1", True)])
-def test_embedded_ray_starts_without_the_dashboard_unless_asked(env, dashboard, monkeypatch):
+@pytest.mark.parametrize(("env", "workers", "dashboard"), [
+    (None, 1, False), ("0", 1, False), ("1", 1, True),  # in-process trials: only when asked
+    (None, 2, True), ("0", 2, False), ("1", 2, True),  # worker groups: their placement-group cleaners need it
+])
+def test_embedded_ray_starts_the_dashboard_for_worker_groups_or_when_asked(env, workers, dashboard, monkeypatch):
     import ray
 
     from pipeline.config import ExperimentConfig
@@ -19,8 +23,10 @@ def test_embedded_ray_starts_without_the_dashboard_unless_asked(env, dashboard, 
         monkeypatch.delenv("PROMPTFARM_RAY_DASHBOARD", raising=False)
     else:
         monkeypatch.setenv("PROMPTFARM_RAY_DASHBOARD", env)
-    assert ensure_ray(ExperimentConfig()) is True
-    assert ensure_ray(ExperimentConfig()) is False  # connected already: not started twice
+    cfg = ExperimentConfig()
+    cfg.train.num_workers = workers
+    assert ensure_ray(cfg) is True
+    assert ensure_ray(cfg) is False  # connected already: not started twice
     (kw,) = calls
     assert kw["include_dashboard"] is dashboard
     assert kw["runtime_env"]["env_vars"]["DS_ACCELERATOR"] == "cpu"
