@@ -29,7 +29,7 @@ from pipeline.data.encode import Encoder, collate
 from pipeline.data.sources import load_examples
 from pipeline.data.tasks import get_task
 from pipeline.evaluation.score import evaluate
-from pipeline.methods.artifact import CONFIG_FILE, TENSORS_FILE, load_prompt, read_prompt_meta, save_prompt
+from pipeline.methods.artifact import load_prompt, read_prompt_meta, save_prompt
 from pipeline.methods.base import count_trainable
 from pipeline.methods.units import absolute_groups
 from pipeline.prompted import PromptedModel
@@ -38,6 +38,7 @@ from pipeline.train.checkpoint import load_optimizer, save_optimizer
 from pipeline.train.ds_config import ds_config
 from pipeline.train.placement import record_current, use_reserved_cpus
 from pipeline.train.progress import EvalProgress, Progress
+from pipeline.train.tracker import TrialTracker
 from pipeline.zero import full_state
 
 OPTIMIZER_DIR = "optimizer"
@@ -134,11 +135,11 @@ def train_step(engine, stream, grad_accum: int, device, step: int, world: int, p
 
 
 def train_worker(loop_config: dict) -> None:
-    """Ray Train worker entry point (multi-worker trials); `loop_config` = {"experiment": dict, "context": dict}."""
+    """Ray Train worker entry point (multi-worker trials); `loop_config` = {"experiment": ExperimentConfig,
+    "context": LoopContext}, both built and validated by the trial's driver (pipeline.tune.driver.make_trainer)."""
     from pipeline.train.session import TrainWorker
 
-    run_trial(ExperimentConfig.from_dict(loop_config["experiment"]), LoopContext(**loop_config["context"]),
-              TrainWorker())
+    run_trial(loop_config["experiment"], loop_config["context"], TrainWorker())
 
 
 def run_trial(cfg: ExperimentConfig, ctx: LoopContext, session) -> None:
@@ -182,7 +183,7 @@ def run_trial(cfg: ExperimentConfig, ctx: LoopContext, session) -> None:
     label = f"trial {(ctx.trial_key or 'local').rpartition('/')[2]}"
     tracker = progress = None
     if rank == 0:
-        tracker = _Tracker(ctx)
+        tracker = TrialTracker(ctx)
         tracker.log_params({f"lr_abs.{name}": lr for name, lr in lrs.items()})
         progress = Progress(label, start_step, cfg.train.max_steps, cfg.train.progress_every,
                             cfg.train.progress_seconds, log=tracker.log_metrics)
@@ -192,6 +193,7 @@ def run_trial(cfg: ExperimentConfig, ctx: LoopContext, session) -> None:
               f"train.lr_units={cfg.train.lr_units})", flush=True)
     losses: list[float] = []
     best = None
+    trial = _Reporting(cfg, engine, method, info, task.name, session, tracker)
     stepping = time.perf_counter()  # compute_s: seconds since the first step began (steps, evals, checkpoints)
     for step in range(start_step + 1, cfg.train.max_steps + 1):
         losses += train_step(engine, stream, cfg.train.grad_accum, device, step, world, progress)
@@ -209,7 +211,7 @@ def run_trial(cfg: ExperimentConfig, ctx: LoopContext, session) -> None:
         value = metrics[ctx.metric]
         improved = better(value, best, ctx.mode)
         best = value if improved else best
-        _report(cfg, engine, method, info, task.name, step, metrics, session, tracker, improved)
+        _report(trial, step, metrics, improved)
 
 
 def _absolute_lrs(engine) -> dict[str, float]:
@@ -239,21 +241,33 @@ def _restore_prompt(method, info, local: Path | None) -> tuple[int, Path | None]
     return int(meta["step"]), local
 
 
-def _report(cfg, engine, method, info, task: str, step: int, metrics: dict, session, tracker,
-            improved: bool) -> None:
+@dataclass
+class _Reporting:
+    """What every report of one trial writes with: fixed for the trial, built once in run_trial."""
+
+    cfg: ExperimentConfig
+    engine: object
+    method: torch.nn.Module
+    info: object
+    task: str
+    session: object
+    tracker: TrialTracker | None
+
+
+def _report(t: _Reporting, step: int, metrics: dict, improved: bool) -> None:
     """Every rank reports one checkpoint part (merged into one directory by Ray Train): rank 0 the prompt, every
     rank its optimizer slice under optimizer/; rank 0 logs the metrics and, when improved, the prompt to MLflow."""
-    rank, world = session.rank, session.world
-    state = full_state(method)  # collective under ZeRO-3: every rank gathers
+    cfg, rank, world = t.cfg, t.session.rank, t.session.world
+    state = full_state(t.method)  # collective under ZeRO-3: every rank gathers
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / OPTIMIZER_DIR).mkdir()
-        save_optimizer(engine, Path(tmp) / OPTIMIZER_DIR, rank, world, cfg.train.zero_stage)
+        save_optimizer(t.engine, Path(tmp) / OPTIMIZER_DIR, rank, world, cfg.train.zero_stage)
         if rank == 0:
-            save_prompt(tmp, cfg.method, state, info, task, extra={"step": step, "metrics": metrics, "encoding": {
+            save_prompt(tmp, cfg.method, state, t.info, t.task, extra={"step": step, "metrics": metrics, "encoding": {
                 "max_length": cfg.data.max_length, "max_target_length": cfg.data.max_target_length,
                 "decoder_separator": cfg.data.decoder_separator, "dtype": cfg.backbone.dtype}})
-            tracker.log(metrics, step, tmp if improved else None)
-        session.report(metrics, tmp)
+            t.tracker.log(metrics, step, tmp if improved else None)
+        t.session.report(metrics, tmp)
 
 
 def _check_finite(loss: torch.Tensor, step: int, world: int) -> None:
@@ -264,43 +278,3 @@ def _check_finite(loss: torch.Tensor, step: int, world: int) -> None:
     if bad.item():
         raise NonFiniteLossError(f"training loss is {float(loss)} at step {step}; expected a finite value "
                                  f"(lower the learning rate or check the data)")
-
-
-class _Tracker:
-    """Rank-0 MLflow logging into the trial's run, by explicit run id (no active-run global state).
-
-    Steps up to the last one the run already holds for the search metric are not logged again: a trial restarted
-    from an earlier checkpoint than its last log (killed between logging a report and persisting its checkpoint)
-    re-trains those steps, exactly, and its run keeps one value per step."""
-
-    def __init__(self, ctx: LoopContext) -> None:
-        self.client, self.logged = None, 0
-        if ctx.tracking_uri and ctx.run_id:
-            from pipeline.tracking.runs import mlflow_client
-
-            self.client, self.run_id = mlflow_client(ctx.tracking_uri), ctx.run_id
-            self.logged = max((m.step for m in self.client.get_metric_history(ctx.run_id, ctx.metric)), default=0)
-
-    def log_params(self, params: dict) -> None:
-        """Log params once per trial run (a restarted worker group logs the same values again, which MLflow allows)."""
-        if self.client is None:
-            return
-        from mlflow.entities import Param
-
-        self.client.log_batch(self.run_id, params=[Param(k, f"{v:.6g}") for k, v in params.items()])
-
-    def log_metrics(self, metrics: dict, step: int) -> None:
-        if self.client is None or step <= self.logged:
-            return
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
-
-    def log(self, metrics: dict, step: int, prompt_dir: str | None) -> None:
-        if self.client is None:
-            return
-        self.log_metrics(metrics, step)
-        if prompt_dir is not None:  # best-so-far prompt of this trial: the two prompt files, not the optimizer
-            for name in (CONFIG_FILE, TENSORS_FILE):
-                self.client.log_artifact(self.run_id, str(Path(prompt_dir) / name), artifact_path="prompt")

@@ -79,10 +79,8 @@ def trial_resources(exp: ExperimentConfig) -> dict[str, float]:
 
 def make_trainer(exp: ExperimentConfig, ctx, name: str, callbacks: list):
     """The TorchTrainer of one trial (`ctx`: its LoopContext); a trainer with the same `name` and storage resumes
-    from its checkpoints. The experiment and context cross into the workers as dicts (Train's loop config) and are
-    validated back into their types there (pipeline.train.loop.train_worker)."""
-    from dataclasses import asdict
-
+    from its checkpoints. The validated experiment and its context cross into the workers as they are (Ray pickles
+    Train's loop config), not as dicts to validate again."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -91,7 +89,7 @@ def make_trainer(exp: ExperimentConfig, ctx, name: str, callbacks: list):
     t = exp.train
     workers = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}
     return TorchTrainer(
-        train_worker, train_loop_config={"experiment": exp.to_dict(), "context": asdict(ctx)},
+        train_worker, train_loop_config={"experiment": exp, "context": ctx},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=workers),
         run_config=RunConfig(
             name=name, storage_path=exp.storage_path, callbacks=callbacks,
