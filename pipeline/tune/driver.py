@@ -7,6 +7,8 @@ process group and its backbone warm (pipeline.train.warm). Multi-worker trials k
 
 from __future__ import annotations
 
+import hashlib
+
 from pipeline.config import ExperimentConfig
 from pipeline.records import SearchRef
 from pipeline.tune.space import trial_config
@@ -59,6 +61,10 @@ def make_driver(base: dict, search: SearchRef):
 
         make_trainer(exp, ctx, f"{search.search_id}-{trial_id}", [TuneReportCallback()]).fit()
 
+    # Tune registers a trainable under its name, per Ray job: two searches side by side in one job (a suite's tasks)
+    # with one name ran each other's closure, so one task's trials trained and logged as the other's. One name per
+    # search, the same again for `--resume`; trial directories read `driver_<8 hex>_<trial id>_...`.
+    driver.__name__ = driver.__qualname__ = f"driver_{hashlib.sha256(search.search_id.encode()).hexdigest()[:8]}"
     return driver
 
 

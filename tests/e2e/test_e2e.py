@@ -153,7 +153,7 @@ def test_every_method_trains_through_deepspeed_in_a_ray_trial(tmp_path, ray_clus
     model, tok, info = load_backbone(cfg.backbone)
     for trial in s.trials:
         # one-worker trials train in Tune's trial process: their checkpoints are Tune's, in the trial's directory
-        (run_dir,) = (tmp_path / "ray" / s.search_id).glob(f"driver_{trial.trial_id}_*")
+        (run_dir,) = (tmp_path / "ray" / s.search_id).glob(f"driver_*_{trial.trial_id}_*")
         ckpts = sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())
         assert ckpts, f"{trial.method}: no checkpoint in {run_dir}"
         ckpt = ckpts[-1]  # the last report's (timestamped names sort in time order)
