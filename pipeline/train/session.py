@@ -75,7 +75,8 @@ class InProcess:
 
         storage = get_storage()
         fs, trial_id = storage.storage_filesystem, tune.get_context().get_trial_id()
-        newest = newest_checkpoint(fs, [storage.trial_fs_path, *trial_dirs(fs, storage.experiment_fs_path, trial_id)])
+        # trial_dirs includes this attempt's own directory (storage.trial_fs_path), whose name holds the trial id too
+        newest = newest_checkpoint(fs, trial_dirs(fs, storage.experiment_fs_path, trial_id))
         ck = tune.get_checkpoint() if newest is None else Checkpoint(newest, filesystem=fs)
         return None if ck is None else Path(ck.to_directory())
 
@@ -109,7 +110,7 @@ def newest_checkpoint(fs, trial_paths: list[str]) -> str | None:
     from pipeline.methods.artifact import CONFIG_FILE
 
     best: tuple[int, str] | None = None  # (step, path): the path orders ties (timestamped trial dirs, then index)
-    for trial_path in dict.fromkeys(trial_paths):
+    for trial_path in trial_paths:
         try:
             found = fs.get_file_info(pafs.FileSelector(trial_path, allow_not_found=True))
         except OSError:

@@ -57,5 +57,5 @@ def test_every_directory_of_the_trial_counts_and_no_other_trials(tmp_path):
     _checkpoint(other, 0, 6)
     dirs = trial_dirs(local, str(tmp_path), "e2b9d_00002")
     assert sorted(dirs) == [str(first), str(again)]
-    assert newest_checkpoint(local, [str(again), *dirs]) == str(want)
+    assert newest_checkpoint(local, dirs) == str(want)
     assert trial_dirs(local, str(tmp_path / "absent"), "e2b9d_00002") == []
