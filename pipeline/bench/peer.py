@@ -29,7 +29,7 @@ import torch
 
 from pipeline import methods
 from pipeline.backbone import embedding_rows, load_backbone
-from pipeline.config import BackboneConfig, TrainConfig
+from pipeline.config import BackboneConfig, DataConfig, TrainConfig
 from pipeline.data.encode import Encoder
 from pipeline.data.sources import load_examples
 from pipeline.data.tasks import get_task
@@ -50,13 +50,17 @@ def peer_check(steps: int = 20, num_tokens: int = 100, lr: float = 0.3, batch_si
                train_rows: int = 4000, eval_rows: int | None = 200, seed: int = 0,
                backbone: BackboneConfig = SMOLLM2, train_file: str = f"{SST2_DIR}/train.tsv",
                eval_file: str = f"{SST2_DIR}/test.tsv", max_length: int = 64, eval_batch_size: int = 32,
-               threads: int | None = None) -> dict:
+               threads: int | None = None, loaded: tuple | None = None,
+               separator: str = DataConfig.decoder_separator) -> dict:
     """Train PT our way (DeepSpeed ZeRO-2) and PEFT's way from one init on one batch stream; score both prompts.
 
     `lr`: PT's lr in embedding units (0.3: 0.0041 on SmolLM2). Training rows: `train_rows` drawn with `seed`;
     eval rows: the first `eval_rows` of `eval_file` (None: all).
     `threads`: torch intra-op threads during the check, restored after (None: leave them). On 2 cores shared with
     another busy job, 1 thread measured 6-7 s per step against 30-40 s with 2 (oversubscribed OpenMP).
+    `loaded`: `load_backbone(backbone)`'s (model, tokenizer, info), to check a model already in memory (its weights
+    are never changed: PEFT wraps a weight-sharing twin); None loads `backbone`. `separator`: the decoder template's
+    text between source and label, the product's default (`data.decoder_separator`) unless given.
     Returns per-step losses of both trainers, their max relative difference over the first 20 steps, both
     accuracies by our evaluator, PEFT-vs-PromptedModel loss difference on one batch, and timings in seconds.
     """
@@ -70,8 +74,8 @@ def peer_check(steps: int = 20, num_tokens: int = 100, lr: float = 0.3, batch_si
 
     with _torch_threads(threads), world_of_one():
         task = get_task("sst2")
-        model, tok, info = load_backbone(backbone)
-        enc = Encoder(tok, info.is_seq2seq, max_length, 8)
+        model, tok, info = load_backbone(backbone) if loaded is None else loaded
+        enc = Encoder(tok, info.is_seq2seq, max_length, 8, separator)
         features = enc.examples(task, load_examples(task, "train", train_file, train_rows, seed))
         eval_ex = load_examples(task, "validation", eval_file, eval_rows, seed=None)  # the first rows, in order
         cfg = PTConfig(num_tokens=num_tokens, lr=lr)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from pipeline.config import load_config
 from pipeline.methods.artifact import CONFIG_FILE, TENSORS_FILE
 from pipeline.train.loop import OPTIMIZER_DIR
 from tests.conftest import ROOT
+from tests.e2e.conftest import PROGRESS, THREADS
 
 pytestmark = pytest.mark.slow
 SMOKE = ROOT / "jobs" / "configs" / "smoke.yaml"
@@ -31,33 +31,18 @@ def _cli(*args: str, cwd) -> str:
     return out.stdout
 
 
-def test_smoke_search_prunes_registers_pulls_predicts(tmp_path, ray_cluster, monkeypatch, capfd):
+def test_search_prunes_registers_pulls_predicts(shared_search, tmp_path):
+    from pipeline import methods
     from pipeline.tracking.runs import mlflow_client
-    from pipeline.tune.search import run_search
 
-    monkeypatch.chdir(ROOT)  # the smoke config's data paths are relative to the repo
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = load_config(SMOKE, [f"storage_path={tmp_path / 'ray'}", f"tracking.tracking_uri={uri}",
-                              f"backbone.name_or_path={tmp_path / 'tiny-llama'}", "search.num_samples=5"])
-    s = run_search(cfg)
-    # In-trial progress from rank 0, through the driver: every 10 steps (progress_every) and at the last step.
-    # Ray's log monitor forwards worker lines asynchronously (seconds behind on a loaded machine): poll for them.
-    progress = r"\[promptfarm\] trial \S+ step (\d+)/24 train_loss [\d.]+ [\d.]+ steps/s [\d,]+ tokens/s ETA"
-    threads = r"training from step \d+ on (\d+) torch threads"
-    out, quiet_since = "", time.monotonic()
-    while time.monotonic() - quiet_since < 60:  # give up after 60 s with no new line, not after 60 s in total
-        new = capfd.readouterr().out
-        out, quiet_since = out + new, time.monotonic() if new else quiet_since
-        if {"10", "24"} <= set(re.findall(progress, out)) and len(re.findall(threads, out)) >= 5:
-            break
-        time.sleep(1)
-    assert {"10", "24"} <= set(re.findall(progress, out)), out[-3000:]
+    s, uri, out = shared_search.summary, shared_search.uri, shared_search.output
+    assert {"10", "24"} <= set(re.findall(PROGRESS, out)), out[-3000:]
     # once per trial start, on as many torch threads as the worker reserved CPUs (smoke: train.cpus_per_worker=1)
-    started = re.findall(threads, out)
-    assert len(started) >= 5 and set(started) == {"1"}, out[-3000:]
+    started = re.findall(THREADS, out)
+    assert len(started) >= len(s.trials) and set(started) == {"1"}, out[-3000:]
 
     # ASHA ran every trial to a decision and stopped at least one early, mid-trial.
-    assert len(s.trials) == 5 and not [t for t in s.trials if t.status == "failed"]
+    assert len(s.trials) == len(methods.names()) and not [t for t in s.trials if t.status == "failed"]
     pruned = [t for t in s.trials if t.status == "pruned"]
     assert pruned and all(t.reports < 4 for t in pruned)
     assert all(t.reports == 4 for t in s.trials if t.status == "completed")
@@ -69,20 +54,21 @@ def test_smoke_search_prunes_registers_pulls_predicts(tmp_path, ray_cluster, mon
     children = client.search_runs([client.get_experiment_by_name("smoke").experiment_id],
                                   filter_string=f"tags.`promptfarm.search_id` = '{s.search_id}' and "
                                                 "tags.`promptfarm.role` = 'trial'")
-    assert len(children) == 5 and all(r.data.params["method"] == "pt" for r in children)
+    assert sorted(r.data.params["method"] for r in children) == methods.names()
     outcomes = sorted(r.data.tags["promptfarm.outcome"] for r in children)
     assert outcomes == sorted(t.status for t in s.trials)
     history = client.get_metric_history(s.best_run_id, "val_loss")
     assert [m.step for m in history] == [6, 12, 18, 24][: len(history)] and len(history) >= 1
     champion = client.get_model_version_by_alias(s.model_name, "champion")
+    (best_trial,) = [t for t in s.trials if t.best == best]
     assert s.champion and str(champion.version) == s.version
-    assert champion.tags["method"] == "pt" and champion.tags["metric"] == "val_loss"
+    assert champion.tags["method"] == best_trial.method and champion.tags["metric"] == "val_loss"
     assert float(champion.tags["metric_value"]) == pytest.approx(s.best_value)
 
     # A fresh process pulls the champion: tensors equal the best trained checkpoint's.
-    out = tmp_path / "pulled"
-    _cli("pull", s.model_name, "--out", str(out), "--tracking-uri", uri, cwd=tmp_path)
-    pulled = load_file(str(out / TENSORS_FILE))
+    pulled_dir = tmp_path / "pulled"
+    _cli("pull", s.model_name, "--out", str(pulled_dir), "--tracking-uri", uri, cwd=tmp_path)
+    pulled = load_file(str(pulled_dir / TENSORS_FILE))
     trained = load_file(f"{s.best_checkpoint}/{TENSORS_FILE}")
     assert pulled.keys() == trained.keys() and all(torch.equal(pulled[k], trained[k]) for k in pulled)
 
@@ -90,9 +76,9 @@ def test_smoke_search_prunes_registers_pulls_predicts(tmp_path, ray_cluster, mon
     from pipeline.evaluation.predictor import Predictor
 
     texts = ["a gripping , funny film", "a dull , tedious mess"]
-    lines = _cli("predict", str(out), *texts, cwd=tmp_path).strip().splitlines()
-    assert [ln.split("\t") for ln in lines] == [[lab, t] for lab, t in zip(Predictor.load(out).predict(texts), texts,
-                                                                           strict=True)]
+    lines = _cli("predict", str(pulled_dir), *texts, cwd=tmp_path).strip().splitlines()
+    assert [ln.split("\t") for ln in lines] == [[lab, t] for lab, t in zip(Predictor.load(pulled_dir).predict(texts),
+                                                                           texts, strict=True)]
     assert all(ln.split("\t")[0] in {"positive", "negative"} for ln in lines)
 
 
@@ -131,29 +117,21 @@ def test_zero3_two_workers_trains_dept_on_t5(tmp_path, ray_cluster, monkeypatch)
     assert trained["lowrank_b"].abs().sum() > 0  # B starts at zero; the second param group trained it
 
 
-def test_every_method_trains_through_deepspeed_in_a_ray_trial(tmp_path, ray_cluster, monkeypatch):
-    """One short Ray trial per registered method (method_grid), each a DeepSpeed engine over the tiny LLaMA:
-    every trial completes and its checkpointed prompt moved away from the method's seeded initialisation."""
+def test_every_method_trains_through_deepspeed_in_a_ray_trial(shared_search):
+    """The shared search ran one Ray trial per registered method (method_grid), each a DeepSpeed engine over the tiny
+    LLaMA: every trial ended completed or pruned and its checkpointed prompt moved away from the method's seeded
+    initialisation, every tensor of it."""
     from pipeline import methods
     from pipeline.backbone import embedding_rows, load_backbone
     from pipeline.methods.artifact import load_prompt
-    from pipeline.tune.search import run_search
 
-    monkeypatch.chdir(ROOT)
-    cfg = load_config(SMOKE, [
-        f"storage_path={tmp_path / 'ray'}", f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
-        f"backbone.name_or_path={tmp_path / 'tiny-llama'}", "name=every-method", "train.max_steps=2",
-        "train.eval_every=2", "search.num_samples=1", "search.method_grid=true", "search.default_space=false",
-        "search.space={}", "tracking.register=false", "search.grace_period=1",
-        "search.methods={pt: {num_tokens: 4}, dept: {num_tokens: 4, max_length: 64}, adept: {num_tokens: 4}, "
-        "ept: {num_tokens: 4, max_length: 64}, lamp: {num_tokens: 8, rank: 2, pool: 2, lr: 0.05}}"])
-    s = run_search(cfg)
+    s, cfg = shared_search.summary, shared_search.cfg
     assert sorted(t.method for t in s.trials) == methods.names()
-    assert all(t.status == "completed" and t.steps == 2 for t in s.trials), s.trials
+    assert all(t.status in ("completed", "pruned") and t.steps >= 6 for t in s.trials), s.trials
     model, tok, info = load_backbone(cfg.backbone)
     for trial in s.trials:
         # one-worker trials train in Tune's trial process: their checkpoints are Tune's, in the trial's directory
-        (run_dir,) = (tmp_path / "ray" / s.search_id).glob(f"driver_*_{trial.trial_id}_*")
+        (run_dir,) = (shared_search.root / "ray" / s.search_id).glob(f"driver_*_{trial.trial_id}_*")
         ckpts = sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())
         assert ckpts, f"{trial.method}: no checkpoint in {run_dir}"
         ckpt = ckpts[-1]  # the last report's (timestamped names sort in time order)
@@ -161,4 +139,4 @@ def test_every_method_trains_through_deepspeed_in_a_ray_trial(tmp_path, ray_clus
         init = methods.build(methods.config_class(trial.method)(**meta["config"]), info, embedding_rows(model, tok),
                              seed=0)  # the trial's own init (same seed, same special-token exclusion)
         still = [k for k, v in trained.state_dict().items() if torch.equal(v, init.state_dict()[k])]
-        assert not still, f"{trial.method}: {still} did not move in 2 steps"
+        assert not still, f"{trial.method}: {still} did not move in {trial.steps} steps"

@@ -1,6 +1,9 @@
-"""The search driver killed mid-search: `promptfarm search --resume ID` (Tuner.restore) finishes it with no trial
-result lost or duplicated and exactly one registry version. The search runs as a Ray job on a real Ray head, as on
-a cluster; SIGKILL of its driver process is the fault (a lost head-node process, an OOM kill)."""
+"""Restoring searches. The cluster path first: a search submitted as a Ray job to a real Ray head (`ray start
+--head` on loopback), tracking over HTTP to a real `mlflow server` (sqlite backend, artifacts proxied by the server),
+its driver SIGKILLed mid-search (a lost head-node process, an OOM kill); `promptfarm search --resume ID`
+(Tuner.restore) finishes it with no trial result lost or duplicated and exactly one registry version, whose champion
+is pulled and served from the server. Then restores inside one process: a trial that had finished, Ctrl+C, a
+checkpoint newer than Tune's snapshot."""
 
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ def _runs(client, role: str):
                                                      filter_string=f"tags.promptfarm.role = '{role}'")
 
 
-def test_killed_driver_resumes_without_losing_or_duplicating_results(ray_head, tmp_path, monkeypatch):
+def test_killed_submitted_driver_resumes_without_losing_or_duplicating_results_and_its_champion_serves(
+        ray_head, mlflow_server, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from pipeline.cli import app
@@ -34,7 +38,7 @@ def test_killed_driver_resumes_without_losing_or_duplicating_results(ray_head, t
     from pipeline.tracking.runs import mlflow_client
 
     monkeypatch.chdir(ROOT)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_server  # runs, artifacts and the registry live on the server, not in any local store
     args = ["jobs/configs/smoke.yaml", f"storage_path={tmp_path / 'ray'}", f"backbone.name_or_path={tmp_path / 'tm'}",
             "search.num_samples=3", "search.grace_period=2", "train.max_steps=6", "train.eval_every=3",
             "tracking.model_name=resumed"]
@@ -58,6 +62,10 @@ def test_killed_driver_resumes_without_losing_or_duplicating_results(ray_head, t
     resumed = CliRunner().invoke(app, [*submit, *args, "--", "--resume", search_id])
     assert resumed.exit_code == 0, resumed.output[-5000:]
     assert f"search id: {search_id}" in resumed.output
+    resumed_job = resumed.output.split("submitted ", 1)[1].split()[0]
+    assert resumed.output.rstrip().endswith(f"{resumed_job} SUCCEEDED")
+    statuses = {j.submission_id: j.status.value for j in jobs_client(ray_head.jobs).list_jobs()}
+    assert (statuses[job_id], statuses[resumed_job]) == ("FAILED", "SUCCEEDED")
 
     runs = _runs(client, "trial")
     trial_ids = [r.data.tags["promptfarm.trial_id"] for r in runs]
@@ -75,6 +83,31 @@ def test_killed_driver_resumes_without_losing_or_duplicating_results(ray_head, t
     versions = client.search_model_versions("name = 'resumed'")
     assert [v.tags["search_id"] for v in versions] == [search_id]
     assert "registered resumed version 1 (champion)" in resumed.output
+    _champion_pulls_and_serves_from(mlflow_server, "resumed", tmp_path / "prompt")
+
+
+def _champion_pulls_and_serves_from(server: str, model_name: str, out: Path) -> None:
+    """`promptfarm pull` fetches the champion's prompt from the server; MLflow's pyfunc flavour loads it by alias
+    from the server and labels new text."""
+    import mlflow
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.methods.artifact import read_prompt_meta
+
+    pulled = CliRunner().invoke(app, ["pull", model_name, "--out", str(out), "--tracking-uri", server])
+    assert pulled.exit_code == 0, pulled.output
+    assert read_prompt_meta(out)["method"] == "pt"
+    mlflow.set_tracking_uri(server)
+    mlflow.set_registry_uri(server)
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{model_name}@champion")
+        labels = model.predict(pd.DataFrame({"text": ["a gripping, funny film", "dull and lifeless"]}))
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    assert len(labels) == 2 and set(labels) <= {"negative", "positive"}
 
 
 def test_trial_finished_before_a_restore_ends_with_its_final_result(tmp_path, ray_cluster, monkeypatch):
