@@ -5,6 +5,7 @@ Slow (minutes on 2 cores) but part of the default suite: it is the product's mai
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ray.train import UserCallback
 from safetensors.torch import load_file
 
 from pipeline.config import load_config
@@ -82,8 +84,10 @@ def test_search_prunes_registers_pulls_predicts(shared_search, tmp_path):
     assert all(ln.split("\t")[0] in {"positive", "negative"} for ln in lines)
 
 
-def test_zero3_two_workers_trains_dept_on_t5(tmp_path, ray_cluster, monkeypatch):
-    """ZeRO-3 shards a frozen T5 over 2 ranks; DePT's two param groups train; checkpoint = MLflow artifact."""
+def test_zero3_two_workers_trains_dept_on_t5_and_a_refit_of_its_finished_trial_reports_it_again(
+        tmp_path, ray_cluster, monkeypatch):
+    """ZeRO-3 shards a frozen T5 over 2 ranks; DePT's two param groups train; checkpoint = MLflow artifact; the
+    finished trial's trainer, fit again, reports its final result and trains and logs nothing."""
     from pipeline import methods
     from pipeline.backbone import embedding_rows, load_backbone
     from pipeline.tracking.runs import mlflow_client
@@ -115,6 +119,37 @@ def test_zero3_two_workers_trains_dept_on_t5(tmp_path, ray_cluster, monkeypatch)
     assert {k: tuple(v.shape) for k, v in trained.items()} == {k: tuple(v.shape) for k, v in init.items()}
     assert not torch.equal(trained["prompt"], init["prompt"])
     assert trained["lowrank_b"].abs().sum() > 0  # B starts at zero; the second param group trained it
+
+    # A restored search re-runs a trial whose end its driver never recorded: the trial's trainer (same name and
+    # storage) resumes at its last step, trains nothing, logs nothing, and reports its final result again: Tune
+    # rejects a trial whose last result lacks the search metric, which would fail the whole search.
+    from pipeline.train.loop import LoopContext
+    from pipeline.tune.cluster import resolve_paths
+    from pipeline.tune.driver import make_trainer
+
+    client = mlflow_client(uri)
+    logged = client.get_metric_history(s.best_run_id, "val_loss")
+    (trial,) = s.trials
+    again = tmp_path / "again.jsonl"
+    context = LoopContext(s.metric, s.mode, uri, s.best_run_id, f"{s.search_id}/{trial.trial_id}")
+    make_trainer(resolve_paths(cfg), context, f"{s.search_id}-{trial.trial_id}", [RecordReports(again)]).fit()
+    (final,) = [json.loads(line) for line in again.read_text().splitlines()]  # what Tune would be given: one report
+    assert [m.step for m in logged] == [4, 8]
+    assert (final["step"], final["resumed_from"]) == (8, 0)  # the step-8 report as the trial first made it
+    assert final["val_loss"] == pytest.approx(logged[-1].value)
+    assert [(m.step, m.value) for m in client.get_metric_history(s.best_run_id, "val_loss")] == [
+        (m.step, m.value) for m in logged]  # not logged twice
+
+
+class RecordReports(UserCallback):
+    """Appends each report's rank-0 metrics to a JSONL file (the callback runs in Train's controller actor)."""
+
+    def __init__(self, path) -> None:
+        self.path = str(path)
+
+    def after_report(self, run_context, metrics, checkpoint) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(metrics[0]) + "\n")
 
 
 def test_every_method_trains_through_deepspeed_in_a_ray_trial(shared_search):

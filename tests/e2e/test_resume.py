@@ -2,8 +2,8 @@
 --head` on loopback), tracking over HTTP to a real `mlflow server` (sqlite backend, artifacts proxied by the server),
 its driver SIGKILLed mid-search (a lost head-node process, an OOM kill); `promptfarm search --resume ID`
 (Tuner.restore) finishes it with no trial result lost or duplicated and exactly one registry version, whose champion
-is pulled and served from the server. Then restores inside one process: a trial that had finished, Ctrl+C, a
-checkpoint newer than Tune's snapshot."""
+is pulled and served from the server. Then restores on the tests' local cluster: Ctrl+C, a checkpoint newer than
+Tune's snapshot."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-from ray.train import UserCallback
 
 from tests.conftest import ROOT
 from tests.servers import tree_state, wait_until
@@ -108,51 +107,6 @@ def _champion_pulls_and_serves_from(server: str, model_name: str, out: Path) -> 
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
     assert len(labels) == 2 and set(labels) <= {"negative", "positive"}
-
-
-def test_trial_finished_before_a_restore_ends_with_its_final_result(tmp_path, ray_cluster, monkeypatch):
-    """A restored search re-runs a trial whose end its driver never recorded: the trial's trainer (same name and
-    storage) resumes at its last step, trains nothing, logs nothing, and reports its final result again: Tune
-    rejects a trial whose last result lacks the search metric, which would fail the whole search."""
-    from pipeline.backbone import ensure_backbone
-    from pipeline.config import load_config
-    from pipeline.tracking.runs import experiment_id, mlflow_client
-    from pipeline.train.loop import LoopContext
-    from pipeline.tune.cluster import resolve_paths
-    from pipeline.tune.driver import make_trainer
-
-    monkeypatch.chdir(ROOT)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    exp = resolve_paths(load_config(SMOKE, [
-        f"storage_path={tmp_path / 'ray'}", f"tracking.tracking_uri={uri}",
-        f"backbone.name_or_path={tmp_path / 'tm'}", "train.max_steps=3", "train.eval_every=3"]))
-    ensure_backbone(exp.backbone)
-    client = mlflow_client(uri)
-    run_id = client.create_run(experiment_id(client, exp)).info.run_id
-    context = LoopContext("val_loss", "min", uri, run_id, "")
-    first, again = tmp_path / "first.jsonl", tmp_path / "again.jsonl"
-    make_trainer(exp, context, "trial-again", [RecordReports(first)]).fit()
-    make_trainer(exp, context, "trial-again", [RecordReports(again)]).fit()
-    (final,) = _lines(first)
-    assert final["step"] == 3 and final["resumed_from"] == 0
-    # what TuneReportCallback would forward to Tune: one report, the final result again
-    assert _lines(again) == [final]
-    assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [3]  # not logged twice
-
-
-class RecordReports(UserCallback):
-    """Appends each report's rank-0 metrics to a JSONL file (the callback runs in Train's controller actor)."""
-
-    def __init__(self, path) -> None:
-        self.path = str(path)
-
-    def after_report(self, run_context, metrics, checkpoint) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(metrics[0]) + "\n")
-
-
-def _lines(path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def test_ctrl_c_saves_the_search_and_resume_finishes_it(tmp_path, ray_cluster):
