@@ -59,13 +59,19 @@ def make_driver(base: dict, search: SearchRef):
             return
         from ray.tune.integration.ray_train import TuneReportCallback
 
-        make_trainer(exp, ctx, f"{search.search_id}-{trial_id}", [TuneReportCallback()]).fit()
+        make_trainer(exp, ctx, trainer_name(search.search_id, trial_id), [TuneReportCallback()]).fit()
 
     # Tune registers a trainable under its name, per Ray job: two searches side by side in one job (a suite's tasks)
     # with one name ran each other's closure, so one task's trials trained and logged as the other's. One name per
     # search, the same again for `--resume`; trial directories read `driver_<8 hex>_<trial id>_...`.
     driver.__name__ = driver.__qualname__ = f"driver_{hashlib.sha256(search.search_id.encode()).hexdigest()[:8]}"
     return driver
+
+
+def trainer_name(search_id: str, trial_id: str) -> str:
+    """The Ray Train run name of a worker-group trial: the same on every restore, so its trainer resumes from its
+    own checkpoints."""
+    return f"{search_id}-{trial_id}"
 
 
 def in_process(exp: ExperimentConfig) -> bool:

@@ -20,10 +20,9 @@ from pipeline.config import load_config
 from pipeline.methods.artifact import CONFIG_FILE, TENSORS_FILE
 from pipeline.train.loop import OPTIMIZER_DIR
 from tests.conftest import ROOT
-from tests.e2e.conftest import PROGRESS, THREADS
+from tests.e2e.conftest import PROGRESS, SMOKE, THREADS
 
 pytestmark = pytest.mark.slow
-SMOKE = ROOT / "jobs" / "configs" / "smoke.yaml"
 
 
 def _cli(*args: str, cwd) -> str:
@@ -104,7 +103,8 @@ def test_zero3_two_workers_trains_dept_on_t5_and_a_refit_of_its_finished_trial_r
     s = run_search(cfg)
     assert [t.status for t in s.trials] == ["completed"] and s.trials[0].reports == 2 and s.version is None
     trained = load_file(f"{s.best_checkpoint}/{TENSORS_FILE}")
-    artifact = mlflow_client(uri).download_artifacts(s.best_run_id, "prompt", str(tmp_path / "art"))
+    client = mlflow_client(uri)
+    artifact = client.download_artifacts(s.best_run_id, "prompt", str(tmp_path / "art"))
     logged = load_file(f"{artifact}/{TENSORS_FILE}")
     assert all(torch.equal(trained[k], logged[k]) for k in trained)
     # The checkpoint merges both ranks' optimizer slices (exact resume); the logged prompt holds the prompt only.
@@ -125,20 +125,19 @@ def test_zero3_two_workers_trains_dept_on_t5_and_a_refit_of_its_finished_trial_r
     # rejects a trial whose last result lacks the search metric, which would fail the whole search.
     from pipeline.train.loop import LoopContext
     from pipeline.tune.cluster import resolve_paths
-    from pipeline.tune.driver import make_trainer
+    from pipeline.tune.driver import make_trainer, trainer_name
 
-    client = mlflow_client(uri)
-    logged = client.get_metric_history(s.best_run_id, "val_loss")
+    history = client.get_metric_history(s.best_run_id, "val_loss")
     (trial,) = s.trials
     again = tmp_path / "again.jsonl"
     context = LoopContext(s.metric, s.mode, uri, s.best_run_id, f"{s.search_id}/{trial.trial_id}")
-    make_trainer(resolve_paths(cfg), context, f"{s.search_id}-{trial.trial_id}", [RecordReports(again)]).fit()
+    make_trainer(resolve_paths(cfg), context, trainer_name(s.search_id, trial.trial_id), [RecordReports(again)]).fit()
     (final,) = [json.loads(line) for line in again.read_text().splitlines()]  # what Tune would be given: one report
-    assert [m.step for m in logged] == [4, 8]
+    assert [m.step for m in history] == [4, 8]
     assert (final["step"], final["resumed_from"]) == (8, 0)  # the step-8 report as the trial first made it
-    assert final["val_loss"] == pytest.approx(logged[-1].value)
+    assert final["val_loss"] == pytest.approx(history[-1].value)
     assert [(m.step, m.value) for m in client.get_metric_history(s.best_run_id, "val_loss")] == [
-        (m.step, m.value) for m in logged]  # not logged twice
+        (m.step, m.value) for m in history]  # not logged twice
 
 
 class RecordReports(UserCallback):
