@@ -1,5 +1,7 @@
 """Helpers shared by the per-method test files (their `backbone` fixture lives in conftest.py)."""
 
+import contextlib
+
 import torch
 
 from pipeline import methods
@@ -38,3 +40,16 @@ def assert_save_load_roundtrip(backbone, cfg, tmp_path) -> None:
     loaded, _ = load_prompt(tmp_path, info)
     batch = embed_batch(model, torch.randint(4, VOCAB, (2, 10)), info.is_seq2seq)
     assert_batches_equal(loaded.eval()(batch), method.eval()(batch))
+
+
+@contextlib.contextmanager
+def positions_through(model):
+    """Counts token positions entering the backbone's first decoder layer (a list holding one total)."""
+    seen = [0]
+    hook = model.model.layers[0].register_forward_pre_hook(
+        lambda _m, args, kwargs: seen.__setitem__(0, seen[0] + (args[0] if args else kwargs["hidden_states"])
+                                                  .shape[:2].numel()), with_kwargs=True)
+    try:
+        yield seen
+    finally:
+        hook.remove()

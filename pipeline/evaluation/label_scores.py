@@ -6,8 +6,9 @@ backbones the cached scorer is exact at about one forward per example instead of
 The plain scorer runs every (source, label word) pair as its own sequence: C full forwards per example. Here the
 prompted source is run once with `use_cache=True`, the first label token of every word is read from its last
 position, and the remaining label tokens of all C words run together as short continuations over the cached
-keys/values (repeated C times along the batch). Attention over [prompt; source] is the same computation in both,
-so the scores equal the plain scorer's up to float rounding.
+keys/values (repeated C times along the batch). When every example carries the same prompt (every method here),
+the prompt itself runs once for the batch (`pipeline.prompted.shared_prefix_forward`). Attention over
+[prompt; source] is the same computation in all three, so the scores equal the plain scorer's up to float rounding.
 
 The method still sees whole (source, word) rows, so position- or token-dependent offsets (DePT, ADePT, EPT) are
 applied to the label tokens exactly as in training; the method is cheap next to the backbone (embeddings only).
@@ -23,7 +24,7 @@ import torch
 
 from pipeline.data.encode import Encoder, collate
 from pipeline.methods.base import PromptBatch
-from pipeline.prompted import sequence_logprob
+from pipeline.prompted import sequence_logprob, shared_prefix_forward, shared_prefix_len
 
 
 def label_scores(model, encoder: Encoder, sources: list[str], words, device, cached: bool = True):
@@ -69,9 +70,14 @@ def cached_label_scores(model, encoder: Encoder, sources: list[str], words, devi
     # instead of (B, n+S, V) (the LM head over a 49K vocabulary is ~20% of a SmolLM2 forward).
     last = n + src_len - 1  # (B,)
     keep, where = torch.unique(last, return_inverse=True)
-    kw = {"logits_to_keep": keep} if model.label_logits_only else {}  # decoder supports logits_to_keep
-    out = model.backbone(inputs_embeds=prefix[:, 0], attention_mask=prefix_mask, use_cache=True, **kw)
-    if not kw:  # a model without logits_to_keep returns every position
+    shared = shared_prefix_len(prefix[:, 0], prefix_mask, n) if model.label_logits_only else 0
+    if shared:  # the prompt runs once for all B examples (pipeline.prompted.shared_prefix_forward)
+        out = shared_prefix_forward(model.backbone, prefix[:, 0], prefix_mask, n, logits_to_keep=keep - n)
+    elif model.label_logits_only:  # the decoder supports logits_to_keep
+        out = model.backbone(inputs_embeds=prefix[:, 0], attention_mask=prefix_mask, use_cache=True,
+                             logits_to_keep=keep)
+    else:  # a model without logits_to_keep returns every position
+        out = model.backbone(inputs_embeds=prefix[:, 0], attention_mask=prefix_mask, use_cache=True)
         where = last
     rows = torch.arange(bsz, device=device)
     first = torch.log_softmax(out.logits[rows, where].float(), dim=-1)  # (B, V): next token after the source

@@ -11,6 +11,7 @@ from pipeline.data.encode import Encoder
 from pipeline.data.tasks import get_task
 from pipeline.evaluation.label_scores import label_scores
 from pipeline.prompted import PromptedModel
+from tests.method_helpers import positions_through
 
 SOURCES = ["sst2 sentence: a gripping , funny film that never lets up", "sst2 sentence: dull",
            "rte sentence1: A cat sat on the mat. sentence2: An animal sat.", "sst2 sentence: the acting is fine"]
@@ -27,9 +28,14 @@ def test_cached_scores_equal_plain_scores(backbones, name):
     enc = Encoder(tok, False, 64, 8)
     # Words of different lengths (1-3 tokens + EOS) exercise the padded continuations.
     for words in (get_task("rte").label_words, ("positive", "not at all good", "ok")):
-        fast, n_fast = label_scores(prompted, enc, SOURCES, words, torch.device("cpu"))
+        with positions_through(model) as seen:
+            fast, n_fast = label_scores(prompted, enc, SOURCES, words, torch.device("cpu"))
         slow, n_slow = label_scores(prompted, enc, SOURCES, words, torch.device("cpu"), cached=False)
         assert torch.equal(n_fast, n_slow)
+        # The prompt once, each source once (padded to the longest), each word's continuation once per source.
+        src, tgt = max(len(enc.source_ids(s)) for s in SOURCES), max(len(enc.target_ids(w)) for w in words)
+        n, bsz = method.num_virtual_tokens(method.cfg), len(SOURCES)
+        assert seen[0] == n + bsz * src + bsz * len(words) * (tgt - 1)
         torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-4)
         assert torch.equal(fast.argmax(-1), slow.argmax(-1))
 

@@ -1,8 +1,12 @@
-"""Training computes the LM head only at label positions; the loss and the prompt's gradient equal the backbone's
-own full-sequence loss (the eval path keeps full logits for scoring)."""
+"""Training computes the LM head only at label positions and runs the shared prompt once per batch; the loss and every
+method parameter's gradient equal the backbone's own full-sequence loss (the eval path keeps full logits for
+scoring)."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 import torch
 
 from pipeline import methods
@@ -10,31 +14,79 @@ from pipeline.backbone import embedding_rows
 from pipeline.data.encode import Encoder, collate
 from pipeline.data.tasks import get_task
 from pipeline.prompted import PromptedModel
+from tests.method_helpers import positions_through
+
+ROWS = [{"sentence1": "A cat sat on the mat.", "sentence2": "An animal sat.", "label": 0},
+        {"sentence1": "It rained all day long in the city.", "sentence2": "It was dry.", "label": 1},
+        {"sentence1": "Short.", "sentence2": "Tiny.", "label": 1}]  # rows of different lengths: labels move
 
 
-def test_label_position_loss_equals_full_loss_and_gradient(backbones):
-    model, tok, info = backbones["llama"]
-    task = get_task("rte")
-    enc = Encoder(tok, False, 64, 8)
-    rows = [{"sentence1": "A cat sat on the mat.", "sentence2": "An animal sat.", "label": 0},
-            {"sentence1": "It rained all day long in the city.", "sentence2": "It was dry.", "label": 1},
-            {"sentence1": "Short.", "sentence2": "Tiny.", "label": 1}]
-    batch = collate(enc.examples(task, rows), tok.pad_token_id)  # rows of different lengths: labels move
-    method = methods.build(methods.config_class("dept")(num_tokens=3, max_length=64), info, embedding_rows(model), 0)
-    with torch.no_grad():
+def _perturbed(name, info, model):
+    cfg = methods.config_class(name)()  # the defaults, without dropout (two forwards must see the same function)
+    cfg = dataclasses.replace(cfg, dropout=0.0) if hasattr(cfg, "dropout") else cfg
+    method = methods.build(cfg, info, embedding_rows(model), 0)
+    with torch.no_grad():  # every parameter non-zero, so every gradient path is live
         for p in method.parameters():
             p.add_(0.05 * torch.randn_like(p))
+    return method
+
+
+def _loss_and_grads(prompted, batch):
+    prompted.method.zero_grad()
+    out = prompted(**batch)
+    out.loss.backward()
+    return out, [p.grad.clone() for p in prompted.method.parameters()]
+
+
+@pytest.mark.parametrize("name", methods.names())
+def test_label_position_loss_with_a_shared_prompt_equals_full_loss_and_gradient(backbones, name):
+    model, tok, info = backbones["llama"]
+    batch = collate(Encoder(tok, False, 64, 8).examples(get_task("rte"), ROWS), tok.pad_token_id)
+    torch.manual_seed(0)
+    method = _perturbed(name, info, model)
     prompted = PromptedModel(model, method, False).train()
     assert prompted.label_logits_only
-    fast = prompted(**batch)
-    assert fast.logits.shape[1] < batch["input_ids"].shape[1]  # the head ran on a few positions only
-    fast.loss.backward()
-    grads = [p.grad.clone() for p in method.parameters()]
-    method.zero_grad()
+    bsz, length = batch["input_ids"].shape
+    n = method.num_virtual_tokens(method.cfg)
+    with positions_through(model) as seen:
+        fast, fast_grads = _loss_and_grads(prompted, batch)
+    assert seen[0] == n + bsz * length  # the prompt ran once, not once per row
+    assert fast.logits.shape[1] < length  # the head ran on a few positions only
     prompted.label_logits_only = False
-    full = prompted(**batch)
-    full.loss.backward()
+    with positions_through(model) as seen:
+        full, full_grads = _loss_and_grads(prompted, batch)
+    assert seen[0] == bsz * (n + length)
     torch.testing.assert_close(fast.loss, full.loss, rtol=1e-5, atol=1e-6)
-    for g, p in zip(grads, method.parameters(), strict=True):
-        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-7)
+    for p, g, ref in zip(method.parameters(), fast_grads, full_grads, strict=True):
+        assert ref.abs().max() > 0, f"{name}: a parameter of shape {tuple(p.shape)} got no gradient"
+        torch.testing.assert_close(g, ref, rtol=1e-4, atol=1e-7)
     assert prompted.eval()(**batch).logits.shape[1] == full.logits.shape[1]  # eval: every position scored
+
+
+def test_a_row_dependent_prompt_runs_every_row_in_full(backbones, monkeypatch):
+    """A method whose prompt differs per row cannot share it: the loss is the full-sequence one, never a wrong one."""
+    model, tok, info = backbones["llama"]
+    batch = collate(Encoder(tok, False, 64, 8).examples(get_task("rte"), ROWS), tok.pad_token_id)
+    method = _perturbed("pt", info, model)
+    base = method.forward
+
+    n = method.num_virtual_tokens(method.cfg)
+
+    def per_row(b):  # adds each row's mean input embedding to its prompt
+        out = base(b)
+        shift = torch.zeros_like(out.inputs_embeds)
+        shift[:, :n] = b.inputs_embeds.mean(1, keepdim=True)
+        return out._replace(inputs_embeds=out.inputs_embeds + shift)
+
+    monkeypatch.setattr(method, "forward", per_row)
+    prompted = PromptedModel(model, method, False).train()
+    bsz, length = batch["input_ids"].shape
+    n = method.num_virtual_tokens(method.cfg)
+    with positions_through(model) as seen:
+        fast, fast_grads = _loss_and_grads(prompted, batch)
+    assert seen[0] == bsz * (n + length)
+    prompted.label_logits_only = False
+    full, full_grads = _loss_and_grads(prompted, batch)
+    torch.testing.assert_close(fast.loss, full.loss, rtol=1e-5, atol=1e-6)
+    for g, ref in zip(fast_grads, full_grads, strict=True):
+        torch.testing.assert_close(g, ref, rtol=1e-4, atol=1e-7)
