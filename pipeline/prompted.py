@@ -46,9 +46,8 @@ class PromptedModel(nn.Module):
         target = batch.labels[:, 1:]  # (B, T-1): the token position t predicts
         keep = (target != -100).any(0).nonzero().squeeze(1)  # (K,) positions that predict a label in some row
         n = shared_prefix_len(batch.inputs_embeds, batch.attention_mask, prepended)
-        if n and keep.numel() and int(keep.min()) >= n:
-            out = shared_prefix_forward(self.backbone, batch.inputs_embeds, batch.attention_mask, n,
-                                        logits_to_keep=keep - n)
+        if n:
+            out = shared_prefix_forward(self.backbone, batch.inputs_embeds, batch.attention_mask, n, keep)
         else:
             out = self.backbone(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
                                 logits_to_keep=keep)  # logits (B, K, V)
@@ -66,20 +65,26 @@ def shared_prefix_len(embeds: torch.Tensor, mask: torch.Tensor, n: int) -> int:
     return n if torch.equal(head, head[:1].expand_as(head)) else 0
 
 
-def shared_prefix_forward(backbone, embeds: torch.Tensor, mask: torch.Tensor, n: int, **kw):
-    """`backbone(inputs_embeds=embeds, attention_mask=mask, **kw)` for a decoder whose first n positions are the
-    same in every row (`shared_prefix_len`): those run once (batch 1) and their keys/values are repeated over the
-    batch as the cache the other positions attend to.
+def shared_prefix_forward(backbone, embeds: torch.Tensor, mask: torch.Tensor, n: int, keep: torch.Tensor):
+    """`backbone(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=keep)` for a decoder whose first n
+    positions are the same in every row (`shared_prefix_len`): those run once (batch 1) and their keys/values are
+    repeated over the batch as the cache the other positions attend to. `keep`: (K,) ascending positions whose
+    logits are returned, (B, K, V); the output's cache covers all n + L positions.
 
     Causal attention makes a prefix's hidden states independent of what follows it, so this is the same math with
     n * (B - 1) fewer token positions through the backbone: a 100-token prompt over B=8 SST-2 rows of ~25 tokens
     runs 300 positions instead of 1000. The prompt's gradient is the same sum over rows, taken through the
-    repeat. Returns the backbone's output for positions n.. only (logits (B, K, V) with `logits_to_keep` counted
-    from position n)."""
-    prefix = backbone(inputs_embeds=embeds[:1, :n], use_cache=True, logits_to_keep=1)  # head on 1 position only
+    repeat."""
+    bsz = embeds.shape[0]
+    head, tail = keep[keep < n], keep[keep >= n] - n  # logits wanted inside the prefix (the same in every row)
+    prefix = backbone(inputs_embeds=embeds[:1, :n], use_cache=True, logits_to_keep=head if head.numel() else 1)
     cache = prefix.past_key_values
-    cache.batch_repeat_interleave(embeds.shape[0])  # (1, heads, n, d_head) -> (B, heads, n, d_head) per layer
-    return backbone(inputs_embeds=embeds[:, n:], attention_mask=mask, past_key_values=cache, use_cache=True, **kw)
+    cache.batch_repeat_interleave(bsz)  # (1, heads, n, d_head) -> (B, heads, n, d_head) per layer
+    out = backbone(inputs_embeds=embeds[:, n:], attention_mask=mask, past_key_values=cache, use_cache=True,
+                   logits_to_keep=tail)
+    if head.numel():  # e.g. a language-modelling loss whose first label is predicted from the prompt's last token
+        out.logits = torch.cat([prefix.logits.expand(bsz, -1, -1), out.logits], dim=1)
+    return out
 
 
 class NoPrompt(nn.Module):

@@ -72,7 +72,7 @@ def cached_label_scores(model, encoder: Encoder, sources: list[str], words, devi
     keep, where = torch.unique(last, return_inverse=True)
     shared = shared_prefix_len(prefix[:, 0], prefix_mask, n) if model.label_logits_only else 0
     if shared:  # the prompt runs once for all B examples (pipeline.prompted.shared_prefix_forward)
-        out = shared_prefix_forward(model.backbone, prefix[:, 0], prefix_mask, n, logits_to_keep=keep - n)
+        out = shared_prefix_forward(model.backbone, prefix[:, 0], prefix_mask, n, keep)
     elif model.label_logits_only:  # the decoder supports logits_to_keep
         out = model.backbone(inputs_embeds=prefix[:, 0], attention_mask=prefix_mask, use_cache=True,
                              logits_to_keep=keep)

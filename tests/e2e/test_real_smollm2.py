@@ -123,8 +123,8 @@ def test_our_prompt_tuning_matches_peft_on_the_real_model(peer, zero_shot):
     assert len(peer["ours_losses"]) == len(peer["peft_losses"]) == STEPS
     # Same model, same init, same batches, same optimizer math: only float32 summation order differs (DeepSpeed's
     # flattened ZeRO-2 gradient partition and its own global-norm/clip-coefficient computation vs torch's
-    # clip_grad_norm_ on the unflattened table; our training loss runs the LM head at label positions only, PEFT's
-    # over every position). Measured: 0 at step 1, at most 6.6e-6 over 20 steps; 1e-3 leaves room for their growth
+    # clip_grad_norm_ on the unflattened table; ours runs the shared prompt once per batch, PEFT's forward once per
+    # row). Measured: 0 at step 1, at most 6.6e-6 over 20 steps; 1e-3 leaves room for their growth
     # while any real difference (a missed clip, an lr schedule off by a step, a shifted prompt) is far larger.
     assert peer["max_rel_diff_first_20"] <= 1e-3, list(zip(peer["ours_losses"], peer["peft_losses"], strict=True))
     assert abs(peer["ours_accuracy"] - peer["peft_accuracy"]) <= 0.01
