@@ -91,7 +91,11 @@ def evaluate(model, encoder: Encoder, task: Task, examples: list[dict], batch_si
     `progress(done)` is called after each batch with this rank's examples scored so far (times world size)."""
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    idx = _shard(len(examples), rank, world)
+    # Scored in order of source length, so each batch pads to a near-equal longest row: in input order, padding was
+    # 47% of the positions of the first 200 SST-2 validation rows at batch 32 (SmolLM2's tokenizer), sorted 9%.
+    # Each rank still runs the same number of batches (ZeRO-3 lockstep): only the order inside its shard changes.
+    length = lambda j: len(encoder.source_ids(task.source_text(examples[j])))  # noqa: E731 (tokens)
+    idx = sorted(_shard(len(examples), rank, world), key=length)
     scored = []
     for i in range(0, len(idx), batch_size):
         scored += score_examples(model, encoder, task, [examples[j] for j in idx[i: i + batch_size]], device)

@@ -130,3 +130,32 @@ def test_free_generation_keeps_end_aligned_offsets_on_the_source(name, backbones
     assert len(seen) == 4
     for step in seen[1:]:  # every step rewrites the source exactly as the first did
         torch.testing.assert_close(step[:, :n_prompt + shortest], seen[0][:, :n_prompt + shortest], rtol=0, atol=0)
+
+
+def test_batches_run_in_source_length_order_and_predictions_map_back_to_their_examples(backbones, monkeypatch):
+    """Batches pad to their longest row, so `evaluate` scores examples shortest first; each prediction must still
+    reach the metrics at its own example's index."""
+    import pipeline.evaluation.score as score
+
+    model, tok, info = backbones["llama"]
+    pm, enc = _prompted(model, info, "pt"), Encoder(tok, False, 64, 8)
+    examples = EXAMPLES + [{"sentence1": "no", "sentence2": "yes", "label": 1}]  # 6 rows, 3 batches of 2
+    lengths = [len(enc.source_ids(RTE.source_text(ex))) for ex in examples]
+    assert lengths != sorted(lengths)  # the input order is not already sorted
+    batches, preds = [], []
+    real_score, real_metrics = score.score_examples, score.compute_metrics
+
+    def spy_score(model, encoder, task, chunk, device):
+        batches.append([len(encoder.source_ids(task.source_text(ex))) for ex in chunk])
+        return real_score(model, encoder, task, chunk, device)
+
+    def spy_metrics(task, predictions, golds):
+        preds.extend(predictions)
+        return real_metrics(task, predictions, golds)
+
+    monkeypatch.setattr(score, "score_examples", spy_score)
+    monkeypatch.setattr(score, "compute_metrics", spy_metrics)
+    evaluate(pm, enc, RTE, examples, 2, "cpu")
+    assert [n for b in batches for n in b] == sorted(lengths)
+    scores = [[logp for logp, _ in _alone(pm, enc, ex)] for ex in examples]  # per label word, each example alone
+    assert preds == [row.index(max(row)) for row in scores]
