@@ -1,6 +1,6 @@
 """Peer check: our prompt tuning (PT) trained our way against Hugging Face PEFT's PromptTuning, on the real model.
 
-    nice -n 10 python -m pipeline.bench.peer      # from the repository root; ~9 minutes on 2 busy CPU cores
+    nice -n 10 python -m pipeline.bench.peer      # from the repository root; ~4 minutes on 2 CPU cores
 
 Both trainers start from the same initial prompt (our PT's sampled-vocabulary init, copied into PEFT's
 `prompt_encoder["default"].embedding.weight`) over the same frozen backbone weights, and see the same batches in the
