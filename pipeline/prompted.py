@@ -43,8 +43,7 @@ class PromptedModel(nn.Module):
         cross-entropy as the backbone's own loss). A classification batch has ~2 label tokens per row among ~100-200
         prompt + input positions, and the head over a 49K vocabulary was ~20% of a SmolLM2-135M step. The prompt
         the method prepended runs once for the whole batch when every row shares it (`shared_prefix_forward`)."""
-        target = batch.labels[:, 1:]  # (B, T-1): the token position t predicts
-        keep = (target != -100).any(0).nonzero().squeeze(1)  # (K,) positions that predict a label in some row
+        target, keep = label_positions(batch.labels)
         n = shared_prefix_len(batch.inputs_embeds, batch.attention_mask, prepended)
         if n:
             out = shared_prefix_forward(self.backbone, batch.inputs_embeds, batch.attention_mask, n, keep)
@@ -53,6 +52,13 @@ class PromptedModel(nn.Module):
                                 logits_to_keep=keep)  # logits (B, K, V)
         out.loss = F.cross_entropy(out.logits.float().flatten(0, 1), target[:, keep].flatten(), ignore_index=-100)
         return out
+
+
+def label_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T-1) the token each position of `labels` (B, T) predicts, and (K,) the ascending positions that predict a
+    label (not -100) in some row: where a next-token loss needs logits."""
+    target = labels[:, 1:]
+    return target, (target != -100).any(0).nonzero().squeeze(1)
 
 
 def shared_prefix_len(embeds: torch.Tensor, mask: torch.Tensor, n: int) -> int:

@@ -36,7 +36,7 @@ from pipeline.data.sources import load_examples
 from pipeline.data.tasks import get_task
 from pipeline.evaluation.score import evaluate
 from pipeline.methods.pt import PTConfig
-from pipeline.prompted import PromptedModel
+from pipeline.prompted import PromptedModel, label_positions
 from pipeline.train.ds_config import ds_config
 from pipeline.train.loop import batches, lr_lambda, make_optimizer
 from pipeline.zero import world_of_one
@@ -177,8 +177,7 @@ def _train_peft(peft_model, weight, lr, features, batch_size, pad_id, seed, step
     n = weight.shape[0]  # PEFT puts its prompt in front: input position t is n + t in its logits
     for _ in range(steps):
         batch = next(stream)
-        target = batch.pop("labels")[:, 1:]  # (B, L-1): the token input position t predicts
-        keep = (target != -100).any(0).nonzero().squeeze(1)  # (K,) positions predicting a label in some row
+        target, keep = label_positions(batch.pop("labels"))
         logits = peft_model(**batch, logits_to_keep=keep + n).logits  # (B, K, V), PEFT's forward
         loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), target[:, keep].flatten(),
                                                  ignore_index=-100)

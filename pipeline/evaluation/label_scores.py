@@ -70,14 +70,12 @@ def cached_label_scores(model, encoder: Encoder, sources: list[str], words, devi
     # instead of (B, n+S, V) (the LM head over a 49K vocabulary is ~20% of a SmolLM2 forward).
     last = n + src_len - 1  # (B,)
     keep, where = torch.unique(last, return_inverse=True)
-    shared = shared_prefix_len(prefix[:, 0], prefix_mask, n) if model.label_logits_only else 0
-    if shared:  # the prompt runs once for all B examples (pipeline.prompted.shared_prefix_forward)
+    kw = {"logits_to_keep": keep} if model.label_logits_only else {}  # decoder supports logits_to_keep
+    if kw and shared_prefix_len(prefix[:, 0], prefix_mask, n):  # the prompt runs once for all B examples
         out = shared_prefix_forward(model.backbone, prefix[:, 0], prefix_mask, n, keep)
-    elif model.label_logits_only:  # the decoder supports logits_to_keep
-        out = model.backbone(inputs_embeds=prefix[:, 0], attention_mask=prefix_mask, use_cache=True,
-                             logits_to_keep=keep)
-    else:  # a model without logits_to_keep returns every position
-        out = model.backbone(inputs_embeds=prefix[:, 0], attention_mask=prefix_mask, use_cache=True)
+    else:
+        out = model.backbone(inputs_embeds=prefix[:, 0], attention_mask=prefix_mask, use_cache=True, **kw)
+    if not kw:  # a model without logits_to_keep returns every position
         where = last
     rows = torch.arange(bsz, device=device)
     first = torch.log_softmax(out.logits[rows, where].float(), dim=-1)  # (B, V): next token after the source
