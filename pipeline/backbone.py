@@ -35,7 +35,7 @@ def backbone_info(model, cfg: BackboneConfig) -> BackboneInfo:
         is_seq2seq=bool(c.is_encoder_decoder), hidden_size=model.get_input_embeddings().embedding_dim,
         vocab_size=model.get_input_embeddings().num_embeddings,
         num_layers=int(getattr(c, "num_hidden_layers", None) or c.num_layers), gguf=cfg.gguf,
-        quantization=cfg.quantization,
+        quantization=cfg.quantization, dtype=cfg.dtype,
     )
 
 

@@ -193,14 +193,20 @@ def pull(name: str, out: Annotated[Path, typer.Option(help="Directory to write t
 
 
 @app.command()
-def predict(prompt_dir: Path, texts: list[str],
+def predict(prompt_dir: Path, texts: Annotated[list[str] | None, typer.Argument(
+                help="Inputs; none: one per line of --file, else of standard input")] = None,
+            file: Annotated[Path | None, typer.Option(
+                help="JSONL/CSV/TSV/Parquet rows with the template's columns, one prediction per row")] = None,
             backbone: Annotated[str | None, typer.Option(help="Override the recorded backbone id/path")] = None,
-            field: Annotated[str | None, typer.Option(help="Task input to fill (default: first)")] = None,
+            field: Annotated[str | None, typer.Option(help="Template column each TEXT fills (default: first)")] = None,
             quantization: Annotated[str | None, typer.Option(
                 help="Load the backbone quantised: none, nf4, fp4, int8 (default: as the prompt was trained)")] = None
             ) -> None:
-    """Load backbone + prompt and print the predicted label for each TEXT."""
-    from pipeline.evaluation.predictor import Predictor
+    """Load backbone + prompt and print, for each input, the predicted label (classification), the generated text
+    (generation) or the number (regression), then a tab and the input."""
+    import sys
+
+    from pipeline.evaluation.predictor import Predictor, read_input_rows
     from pipeline.methods.artifact import PromptArtifactError
 
     if not prompt_dir.is_dir():
@@ -209,11 +215,19 @@ def predict(prompt_dir: Path, texts: list[str],
     try:
         if quantization not in (None, "none", "nf4", "fp4", "int8"):
             raise ValueError(f"--quantization {quantization!r} is not allowed; expected none, nf4, fp4 or int8")
+        if texts and file:
+            raise ValueError(f"give inputs as TEXT arguments or --file {str(file)!r}, not both")
         predictor = Predictor.load(prompt_dir, backbone=backbone, quantization=quantization)
+        if file is not None:
+            rows = read_input_rows(predictor.task, file)
+        else:
+            rows = predictor.rows(texts or [line.rstrip("\n") for line in sys.stdin if line.strip()], field)
+        shown = [predictor.task.source_text(r) for r in rows]
+        predictions = predictor.predict_rows(rows)
     except (PromptArtifactError, FileNotFoundError, ImportError, ValueError) as e:
         _fail(e)
-    for text, label in zip(texts, predictor.predict(texts, field=field), strict=True):
-        typer.echo(f"{label}\t{text}")
+    for text, out in zip(shown, predictions, strict=True):
+        typer.echo(f"{out.replace(chr(10), ' ')}\t{text.replace(chr(10), ' ')}")
 
 
 @app.command()

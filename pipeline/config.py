@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.data.builtin import get_task, task_from
+from pipeline.data.tasks import Task
 from pipeline.schema import (  # noqa: F401  (re-exported: methods and tests import them from here)
     ConfigError,
     apply_overrides,
@@ -51,12 +53,13 @@ class BackboneConfig:
 
 @dataclass
 class DataConfig:
-    task: str = "sst2"
-    """Task name from pipeline.data.tasks (GLUE/SuperGLUE text-to-text formats)."""
+    task: Task = field(default_factory=lambda: get_task("sst2"))
+    """The task: a built-in name (sst2, rte, ... pipeline.data.builtin), a definition (name, kind, template,
+    label_column / target_column, labels, ... pipeline.data.tasks.Task) or a YAML file holding one."""
     train_file: str | None = None
-    """Local JSONL/CSV/TSV training file; None loads the task's split from the hub."""
+    """Local JSONL/CSV/TSV/Parquet training file (or a directory with train.*); None: the task's hub split."""
     validation_file: str | None = None
-    """Local JSONL/CSV/TSV validation file; None loads the task's split from the hub."""
+    """Local JSONL/CSV/TSV/Parquet validation file (or a directory with validation.* / dev.*); None: the hub."""
     max_train_samples: int | None = field(default=None, metadata=bounds(1))
     """Use at most this many training examples (deterministic shuffle by seed)."""
     max_eval_samples: int | None = field(default=None, metadata=bounds(1))
@@ -64,10 +67,13 @@ class DataConfig:
     max_length: int = field(default=256, metadata=bounds(8))
     """Maximum input length in tokens before the prompt is added."""
     max_target_length: int = field(default=8, metadata=bounds(1))
-    """Maximum label length in tokens (label words, generated numbers)."""
+    """Maximum target length in tokens, EOS included (label words, numbers, generation targets)."""
     decoder_separator: str = " Label :"
     """Decoder-only backbones: text put between the source and the label (the DePT/ADePT references' template);
     recorded with the prompt, so prediction encodes the same way."""
+    chat_template: bool = False
+    """Decoder-only: render each input as a user turn of the tokenizer's chat template, the target as the
+    assistant's reply (right after the assistant header; no separator)."""
 
 
 @dataclass
@@ -195,6 +201,8 @@ class ExperimentConfig:
     def from_dict(cls, raw: dict) -> ExperimentConfig:
         """Validate a nested dict (see module docstring)."""
         raw = dict(raw or {})
+        if isinstance(raw.get("data"), dict) and "task" in raw["data"]:
+            raw["data"] = {**raw["data"], "task": task_from(raw["data"]["task"], "data.task")}
         method = dict(raw.pop("method", None) or {"name": "pt"})
         name = method.pop("name", "pt")
         cfg = build_dataclass(cls, raw, "")
@@ -228,15 +236,11 @@ def _check_quantization(cfg: ExperimentConfig) -> None:
 
 
 def _check_task(cfg: ExperimentConfig) -> None:
-    """data.task is a known task and search.metric one it reports ('loss' or one of the task's metrics)."""
-    from pipeline.data.tasks import get_task, task_names
-
-    if cfg.data.task not in task_names():
-        raise ConfigError(f"data.task={cfg.data.task!r} is not a known task; expected one of: "
-                          f"{', '.join(task_names())}")
-    allowed = (*get_task(cfg.data.task).metrics, "loss")
+    """search.metric is one the task reports ("loss" or one of the task's metrics)."""
+    task = cfg.data.task
+    allowed = (*task.metrics, "loss")
     if cfg.search.metric is not None and cfg.search.metric not in allowed:
-        raise ConfigError(f"search.metric={cfg.search.metric!r} is not reported for task {cfg.data.task!r}; "
+        raise ConfigError(f"search.metric={cfg.search.metric!r} is not reported for task {task.name!r}; "
                           f"expected one of: {', '.join(allowed)}")
 
 

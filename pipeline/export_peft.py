@@ -6,6 +6,11 @@
     from peft import PeftModel
     model = PeftModel.from_pretrained(base_model, "runs/sst2/peft")   # same backbone the prompt was trained on
 
+PEFT's adapter has no place for how inputs were written, so the task definition and encoding the prompt was
+trained with travel beside it as `promptfarm_task.json` (TASK_FILE): render `task.template` over a row's columns,
+then (decoder-only) append `encoding.decoder_separator`, as training did; the label words / decoding settings are
+there too.
+
 A method exports when it implements `PromptMethod.peft_prompt`: PT does (its (n, d) prompt is exactly PEFT's
 `PromptEmbedding` table, which PEFT prepends to the input embeddings (decoder-only) or to the encoder input
 embeddings (T5) with mask 1, as `PromptedModel` does); every other method refuses in one line, naming why.
@@ -19,13 +24,15 @@ prompt only), but PEFT <= 0.3 prepended it to the decoder input, which is not wh
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from safetensors.torch import save_file
 
-from pipeline.methods.artifact import backbone_info, load_prompt, read_prompt_meta
+from pipeline.methods.artifact import backbone_info, load_prompt, read_prompt_meta, recorded_encoding, recorded_task
 
+TASK_FILE = "promptfarm_task.json"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PEFT_KEY = "prompt_embeddings"
@@ -68,4 +75,8 @@ def export_peft(prompt_dir: str | Path, out_dir: str | Path) -> Path:
     save_file({PEFT_KEY: prompt}, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, out / ADAPTER_WEIGHTS)
     peft_config(meta, prompt.shape[0]).save_pretrained(str(out))
+    record = {"task": recorded_task(meta).to_dict(), "encoding": recorded_encoding(meta).to_dict()}
+    tmp = out / (TASK_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
+    os.replace(tmp, out / TASK_FILE)
     return out

@@ -35,20 +35,53 @@ class PreflightError(ConfigError):
 def check_run(cfg: ExperimentConfig, driver_cpu: float) -> None:
     """Pre-flight of a search or train-one about to run from this process: data files (search-space file
     choices included), resources (one trial's workers + `driver_cpu` for its driver), tracking store, backbone."""
+    task = task_labels(cfg)
     for key, path, split in data_files(cfg):
-        check_data_file(cfg.data.task, key, path, split)
+        check_data_file(task, key, path, split)
     resources = local_resources(cfg.train.use_gpu)
     if resources is not None:
         check_fits(cfg.train, resources, driver_cpu, "this machine")
     check_tracking(tracking_uri(cfg.tracking.tracking_uri))
-    check_backbone(cfg.backbone)  # last: the slowest (transformers import, a GGUF conversion on first use)
+    check_backbone(cfg.backbone)  # last but one: the slowest (transformers import, a GGUF conversion on first use)
+    check_lengths(cfg, task)
+
+
+def task_labels(cfg: ExperimentConfig, base: Path | None = None):
+    """The config's task with its label set (a classification task without `labels`: the training file's)."""
+    from pipeline.data.sources import with_data_labels
+
+    train = cfg.data.train_file
+    try:
+        return with_data_labels(cfg.data.task, str(_resolve(train, base)) if train else None)
+    except (ValueError, OSError) as e:
+        raise PreflightError(f"data.train_file: {e}") from None
+
+
+def check_lengths(cfg: ExperimentConfig, task, stream=sys.stderr) -> None:
+    """Label words and generation targets fit data.max_target_length (else an error); a warning on `stream`
+    counts the inputs data.max_length cuts, per local data file. `task`: the config's task with its label set."""
+    from pipeline.backbone import load_hf_config, load_tokenizer
+    from pipeline.data.encode import Encoder, Encoding
+    from pipeline.data.lengths import check_label_words, count_truncated
+
+    seq2seq = bool(getattr(load_hf_config(cfg.backbone), "is_encoder_decoder", False))
+    try:
+        encoder = Encoder(load_tokenizer(cfg.backbone), seq2seq, Encoding.of(cfg.data))
+        check_label_words(task, encoder)
+        for key, path, split in data_files(cfg, space=False):
+            cut, rows = count_truncated(task, encoder, str(_resolve(path, None)), split)
+            if cut:
+                print(f"[promptfarm] warning: {key}: {cut} of {rows} inputs are longer than data.max_length="
+                      f"{cfg.data.max_length} tokens and lose their end", file=stream, flush=True)
+    except ValueError as e:
+        raise PreflightError(str(e)) from None
 
 
 def check_evaluate(cfg: ExperimentConfig, split: str, file: str | None, uri: str) -> None:
     """Pre-flight of `evaluate CONFIG`: the data file (None: the hub split), tracking store, backbone."""
     if file:
-        check_data_file(cfg.data.task, "data.validation_file" if file == cfg.data.validation_file else "--file", file,
-                        split)
+        key = "data.validation_file" if file == cfg.data.validation_file else "--file"
+        check_data_file(task_labels(cfg), key, file, split)
     check_tracking(uri)
     check_backbone(cfg.backbone)
 
@@ -65,7 +98,7 @@ def check_submission(job: str, cfg, working_dir: Path) -> None:
         files = [] if job == "register" else data_files(cfg, space=job == "search")
     for key, path, split in files:
         if _resolve(path, working_dir).is_relative_to(working_dir):
-            check_data_file(cfg.data.task, key, path, split, working_dir)
+            check_data_file(task_labels(cfg, working_dir), key, path, split, working_dir)
     b = cfg.backbone
     full = _resolve(b.name_or_path, working_dir)
     if not (b.gguf or b.init_tiny) and b.name_or_path.startswith((".", "/")) and full.is_relative_to(working_dir):
@@ -87,11 +120,12 @@ def _resolve(path: str, base: Path | None) -> Path:
     return Path(absolute_path(path)) if base is None else (base / Path(path).expanduser()).resolve()
 
 
-def check_data_file(task: str, key: str, path: str, split: str, base: Path | None = None) -> None:
-    """`path` (relative: to `base`, default the current directory) exists and every row parses: a bad row
-    anywhere fails here, not in a trial after Ray started (the trial reads it with the same checks)."""
+def check_data_file(task, key: str, path: str, split: str, base: Path | None = None) -> None:
+    """`path` (relative: to `base`, default the current directory) exists and every row of `task` (a Task with
+    its label set, or a built-in task's name) parses: a bad row anywhere fails here, not in a trial after Ray
+    started (the trial reads it with the same checks)."""
+    from pipeline.data.builtin import task_from
     from pipeline.data.sources import check_file
-    from pipeline.data.tasks import get_task
 
     full = _resolve(path, base)
     if not full.exists():
@@ -99,7 +133,7 @@ def check_data_file(task: str, key: str, path: str, split: str, base: Path | Non
         raise PreflightError(f"{key}={path!r}: data file {str(full)!r} not found; expected an existing JSONL/CSV/TSV "
                              f"file (relative paths resolve against {where}, {str(base or Path.cwd())!r})")
     try:
-        check_file(get_task(task), split, str(full))
+        check_file(task_from(task), split, str(full))
     except (ValueError, OSError) as e:  # already one line naming the file (and the line)
         raise PreflightError(f"{key}: {e}") from None
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pipeline.config import ExperimentConfig
 
 TRIAL_TAG, SEARCH_TAG = "promptfarm.trial_id", "promptfarm.search_id"
+TASK_DIGEST_TAG = "task_digest"  # model version tag: SHA-256 of the task definition its prompt was trained for
 @dataclass
 class TrialSummary:
     """Outcome of one trial."""
@@ -104,9 +105,7 @@ def best_trial(trials: list[TrialSummary], mode: str) -> TrialSummary | None:
 
 def search_metric(cfg: ExperimentConfig) -> tuple[str, str]:
     """(reported metric key, mode): the configured metric or the task's main one; loss is minimised."""
-    from pipeline.data.tasks import get_task
-
-    name = cfg.search.metric or get_task(cfg.data.task).metric
+    name = cfg.search.metric or cfg.data.task.metric
     return f"val_{name}", "min" if name == "loss" else "max"
 
 

@@ -80,7 +80,7 @@ def _check(tp: Any, value: Any, key: str, meta: Any) -> Any:
             raise ConfigError(f"{key}={value!r} is not allowed; expected one of {list(args)}")
         return value
     if dataclasses.is_dataclass(tp):
-        return build_dataclass(tp, value, key + ".")
+        return value if isinstance(value, tp) else build_dataclass(tp, value, key + ".")
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}={value!r} has the wrong type; expected a mapping")

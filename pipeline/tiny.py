@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 
-from pipeline.data.tasks import get_task, task_names
+from pipeline.data.builtin import get_task, task_names
 from pipeline.zero import hf_zero3
 
 # Special ids follow T5's convention (pad=0, eos=1, unk=2) so one tokenizer serves both families.

@@ -31,9 +31,9 @@ import torch
 from pipeline import methods
 from pipeline.backbone import embedding_rows, load_backbone
 from pipeline.config import BackboneConfig, DataConfig, TrainConfig
-from pipeline.data.encode import Encoder
+from pipeline.data.builtin import get_task
+from pipeline.data.encode import Encoder, Encoding
 from pipeline.data.sources import load_examples
-from pipeline.data.tasks import get_task
 from pipeline.evaluation.score import evaluate
 from pipeline.methods.pt import PTConfig
 from pipeline.prompted import PromptedModel, label_positions
@@ -76,7 +76,7 @@ def peer_check(steps: int = 20, num_tokens: int = 100, lr: float = 0.3, batch_si
     with _torch_threads(threads), world_of_one():
         task = get_task("sst2")
         model, tok, info = load_backbone(backbone) if loaded is None else loaded
-        enc = Encoder(tok, info.is_seq2seq, max_length, 8, separator)
+        enc = Encoder(tok, info.is_seq2seq, Encoding(max_length=max_length, decoder_separator=separator))
         features = enc.examples(task, load_examples(task, "train", train_file, train_rows, seed))
         eval_ex = load_examples(task, "validation", eval_file, eval_rows, seed=None)  # the first rows, in order
         cfg = PTConfig(num_tokens=num_tokens, lr=lr)

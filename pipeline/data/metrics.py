@@ -1,8 +1,9 @@
-"""Evaluation metrics for the GLUE/SuperGLUE tasks, in plain numpy.
+"""Evaluation metrics: classification and regression in plain numpy, generation from well-kept libraries.
 
-Classification predictions are label indices as returned by
-``Task.parse_prediction``; -1 (an unrecognised generation) is never correct.
-Regression predictions and references are floats.
+Classification predictions are label indices (rank classification, or ``Task.parse_prediction``); -1 (an
+unrecognised generation) is never correct. Regression predictions and references are floats. Generation
+predictions are texts, each scored against all references of its input (pipeline.data.text_metrics), on the
+0-100 scale those libraries report.
 
 Degenerate inputs, where a correlation or F1 has a zero denominator (e.g. a model
 that predicts one constant class or score), give 0.0 rather than NaN: "no signal"
@@ -108,7 +109,7 @@ def spearman(predictions: np.ndarray, references: np.ndarray) -> float:
     return pearson(average_ranks(predictions), average_ranks(references))
 
 
-# name -> (needs float inputs?, scorer(predictions, references, task))
+# name -> (needs float inputs?, scorer(predictions, references, task)); classification and regression
 _Metric = Callable[[np.ndarray, np.ndarray, Task], float]
 _METRICS: dict[str, tuple[bool, _Metric]] = {
     "accuracy": (False, lambda p, r, task: accuracy(p, r)),
@@ -120,9 +121,16 @@ _METRICS: dict[str, tuple[bool, _Metric]] = {
 }
 
 
-def metric_names() -> list[str]:
-    """Names accepted in ``Task.metrics``."""
-    return list(_METRICS)
+_REGRESSION = ("pearson", "spearman")
+
+
+def metric_names(kind: str = "classification") -> list[str]:
+    """Names accepted in ``Task.metrics`` for a task of `kind`."""
+    from pipeline.data.text_metrics import TEXT_METRICS
+
+    if kind == "generation":
+        return list(TEXT_METRICS)
+    return [m for m in _METRICS if (m in _REGRESSION) == (kind == "regression")]
 
 
 def _as_array(values: Sequence, as_float: bool, what: str) -> np.ndarray:
@@ -141,7 +149,8 @@ def _as_array(values: Sequence, as_float: bool, what: str) -> np.ndarray:
 def compute_metrics(
     task: Task, predictions: Sequence, references: Sequence
 ) -> dict[str, float]:
-    """Compute every metric in ``task.metrics``; returns {name: value}."""
+    """Compute every metric in ``task.metrics``; returns {name: value}. Generation: `predictions` are texts and
+    `references` lists of texts (all references of each input)."""
     if len(predictions) != len(references):
         raise ValueError(
             f"got {len(predictions)} predictions but {len(references)} references; "
@@ -149,6 +158,10 @@ def compute_metrics(
         )
     if len(predictions) == 0:
         raise ValueError(f"no predictions to score for task {task.name!r}")
+    if task.kind == "generation":
+        from pipeline.data.text_metrics import text_metrics
+
+        return text_metrics(task.metrics, list(predictions), [list(r) for r in references])
     results = {}
     for name in task.metrics:
         if name not in _METRICS:

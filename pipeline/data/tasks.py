@@ -1,102 +1,254 @@
-"""Text-to-text definitions of the GLUE and SuperGLUE tasks (DePT / T5 format).
+"""A task is data: how a row of the user's table becomes a model input, what the model should produce, and how
+that is scored. One record (`Task`) serves the built-in GLUE/SuperGLUE tasks (pipeline.data.builtin) and every
+task a user defines in the experiment YAML (`data.task: {...}`) or in a file it names (`data.task: my-task.yaml`).
 
-An input reads "<task> <field>: <value> <field>: <value>", e.g.
-"rte sentence1: A cat sat. sentence2: An animal sat.", and the target is a label
-word ("entailment") or, for STS-B, a score rounded to 0.2 ("3.8").
+Three kinds:
+- classification: the label column's values map to label words (a mapping, a list indexed by value, or taken from
+  the training data with a readable default, `card_arrival` -> "card arrival"); predictions are rank
+  classification over all label words (pipeline.evaluation.label_scores), compared by summed or mean token
+  log-probability (`scoring`).
+- generation: the target column is the text to write; rows sharing one rendered input are its alternative
+  references (BLEU over all of them); decoded greedily up to `max_new_tokens`, stopping at EOS and/or a newline.
+- regression: a number written as text (STS-B), generated and read back.
 
-SuperGLUE ReCoRD is deliberately out of scope: it is span extraction over a list of
-candidate entities, not classification into a fixed label set, so it does not fit
-this table. SuperGLUE RTE is the same data as GLUE RTE, so only the GLUE one exists.
+The template is `str.format` over the row's columns with plain names only (`"Query: {text}"`): each value is
+stripped of surrounding whitespace, so "sst2 sentence: {sentence}" renders the GLUE rows exactly as before.
+Prior art: NeMo's prompt-learning `task_templates` (a template with named fields and an answer field).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
+import string
 from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pipeline.schema import ConfigError, bounds
 
 _FLOAT_RE = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Punctuation a decoder tends to tack onto a label word ("positive." / "true,").
 _TRAILING_PUNCT = ".,;:!?\"'"
+KIND_METRICS = {
+    "classification": ("accuracy", "macro_f1"),
+    "generation": ("bleu", "rouge_l", "exact_match", "token_f1"),
+    "regression": ("pearson", "spearman"),
+}
+"""Metrics a task of each kind reports when its definition names none (the first is the main metric)."""
+STOPS = ("eos", "newline")
 
 
 @dataclass(frozen=True)
 class Task:
-    """One text-to-text task: how to render examples and read predictions back."""
+    """One task: rendering, targets, decoding and metrics (validated at load; recorded with every prompt)."""
 
     name: str
-    """Short task name, also the prefix of every input text, e.g. "sst2"."""
-    hub_path: str
-    """Hugging Face hub dataset path, "glue" or "super_glue"."""
-    hub_config: str
-    """Hub dataset config name, e.g. "sst2" or "wsc.fixed"."""
-    text_fields: tuple[str, ...]
-    """Dataset columns that form the input text, in the order they are written."""
-    label_words: tuple[str, ...] | None
-    """Target word for each integer label (index = label); None for regression."""
-    metrics: tuple[str, ...]
-    """Names of the metrics computed on evaluation (see pipeline.data.metrics)."""
-    metric: str
-    """The main metric, used for model selection; always one of ``metrics``."""
-    splits: dict[str, str] = field(hash=False)
-    """Our split name ("train", "validation", "test") -> hub split name."""
+    """Plain name (letters, digits, '-', '_', '.'): part of the registered model name '<task>-<backbone>'."""
+    kind: Literal["classification", "generation", "regression"] = "classification"
+    """classification: label words ranked; generation: free text scored against references; regression: a number."""
+    template: str = "{text}"
+    """Model input as str.format over the row's columns, e.g. 'Query: {text}' or '{mr}' (values are stripped)."""
+    label_column: str = "label"
+    """classification/regression: the column holding the label."""
+    target_column: str = "target"
+    """generation: the column holding the text to generate."""
+    labels: Any = field(default=None, hash=False)
+    """classification: label value -> label word (mapping), words indexed by value 0..k-1 (list), or None: the
+    training data's distinct values, '_' read as a space."""
+    scoring: Literal["sum", "mean"] = "sum"
+    """classification: compare label words by summed or by per-token mean log-probability (EOS included)."""
+    metrics: tuple[str, ...] = ()
+    """Metrics reported on evaluation (empty: the kind's defaults, pipeline.data.tasks.KIND_METRICS)."""
+    metric: str | None = None
+    """Main metric for ASHA and the registry (maximised; None: the first of `metrics`)."""
+    max_new_tokens: int = field(default=64, metadata=bounds(1))
+    """generation: most tokens decoded per input (greedy)."""
+    stop: tuple[str, ...] = STOPS
+    """generation: where decoding ends besides max_new_tokens: 'eos' (the end-of-sequence token), 'newline'."""
+    columns: dict[str, str] = field(default_factory=dict, hash=False)
+    """Rename columns as rows are read, source name -> name the template and label use (hub or file columns)."""
+    hub_path: str | None = None
+    """Hugging Face hub dataset path, used when data.train_file / data.validation_file are not set."""
+    hub_config: str | None = None
+    """Hub dataset config name."""
+    splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "validation": "validation",
+                                                            "test": "test"}, hash=False)
+    """Our split name ('train', 'validation', ...) -> hub split name (and file stem tried in a data directory)."""
 
     def __post_init__(self) -> None:
-        if self.metric not in self.metrics:
-            raise ValueError(
-                f"task {self.name!r}: main metric {self.metric!r} "
-                f"is not one of {self.metrics}"
-            )
+        fix = object.__setattr__  # frozen: normalise once here
+        if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name) or ".." in self.name:
+            raise ConfigError(f"data.task.name={self.name!r} is not a plain name; expected letters, digits, '-', "
+                              "'_' and '.' (it names the registered model)")
+        fields = template_fields(self.template, self.name)
+        fix(self, "metrics", tuple(self.metrics) or KIND_METRICS[self.kind])
+        fix(self, "metric", self.metric or self.metrics[0])
+        fix(self, "stop", tuple(self.stop))
+        from pipeline.data.metrics import metric_names
 
+        allowed = metric_names(self.kind)
+        for m in (*self.metrics, self.metric):
+            if m not in allowed:
+                raise ConfigError(f"task {self.name!r}: metric {m!r} is not computed for a {self.kind} task; "
+                                  f"expected one of: {', '.join(allowed)}")
+        if self.metric not in self.metrics:
+            raise ConfigError(f"task {self.name!r}: main metric {self.metric!r} is not one of {list(self.metrics)}")
+        for s in self.stop:
+            if s not in STOPS:
+                raise ConfigError(f"task {self.name!r}: stop {s!r} is not allowed; expected some of {list(STOPS)}")
+        if self.kind == "classification":
+            fix(self, "labels", _label_map(self.labels, self.name))
+        elif self.labels is not None:
+            raise ConfigError(f"task {self.name!r}: labels are for a classification task, not {self.kind}")
+        if self.answer_column in fields:
+            raise ConfigError(f"task {self.name!r}: the template uses {{{self.answer_column}}}, the column the model "
+                              "must predict; expected input columns only")
+
+    # -- what the rest of the pipeline reads ------------------------------------------------------------------------
     @property
     def is_classification(self) -> bool:
-        """True for label-word tasks, False for regression (STS-B)."""
-        return self.label_words is not None
+        """True for label-word tasks."""
+        return self.kind == "classification"
+
+    @property
+    def answer_column(self) -> str:
+        """The column holding what the model should produce (label or target)."""
+        return self.target_column if self.kind == "generation" else self.label_column
+
+    @property
+    def text_fields(self) -> tuple[str, ...]:
+        """The columns the template reads, in order."""
+        return template_fields(self.template, self.name)
+
+    @property
+    def label_values(self) -> tuple[str, ...]:
+        """Label values as they appear in the data (strings), index = class; empty until resolved from the data."""
+        return tuple(self.labels or {})
+
+    @property
+    def label_words(self) -> tuple[str, ...] | None:
+        """Label word of each class (index = class); None for other kinds."""
+        return tuple(self.labels.values()) if self.is_classification and self.labels else None
+
+    @property
+    def needs_labels(self) -> bool:
+        """A classification task whose label set is still to be read from the training data."""
+        return self.is_classification and not self.labels
+
+    def with_labels(self, values: list[str] | dict[str, str]) -> Task:
+        """This task with its label set taken from the data: each value's readable word (`card_arrival` ->
+        'card arrival'), in sorted value order; a mapping (a hub ClassLabel's names) in its own order."""
+        pairs = values.items() if isinstance(values, dict) else ((v, v) for v in sorted(values))
+        return dataclasses.replace(self, labels={str(v): readable(w) for v, w in pairs})
+
+    def to_dict(self) -> dict:
+        """JSON-safe definition, as recorded in prompt_config.json (Task(**d) rebuilds an equal task)."""
+        out = dataclasses.asdict(self)
+        out["metrics"], out["stop"] = list(self.metrics), list(self.stop)
+        return out
+
+    def digest(self) -> str:
+        """Hex SHA-256 of the definition (canonical JSON): equal for equal definitions, whatever their spelling."""
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
     def source_text(self, example: dict) -> str:
-        """Render the model input, e.g. "sst2 sentence: a gripping film"."""
-        parts = [self.name]
-        for name in self.text_fields:
-            if name not in example:
-                raise ValueError(
-                    f"task {self.name!r} needs field {name!r}; example has: "
-                    f"{', '.join(sorted(example)) or 'no fields'}"
-                )
-            parts.append(f"{name}: {str(example[name]).strip()}")
-        return " ".join(parts)
+        """The rendered model input, e.g. 'Query: my card has not arrived'."""
+        missing = [f for f in self.text_fields if f not in example]
+        if missing:
+            raise ValueError(f"task {self.name!r} needs column {missing[0]!r}; row has: "
+                             f"{', '.join(sorted(map(str, example))) or 'no columns'}")
+        return self.template.format_map({f: str(example[f]).strip() for f in self.text_fields})
 
     def label(self, example: dict) -> int | float:
         """The gold label: an int class index, or a float score for regression."""
-        if "label" not in example:
-            raise ValueError(f"task {self.name!r}: example has no 'label' field")
-        value = example["label"]
+        if self.label_column not in example:
+            raise ValueError(f"task {self.name!r}: row has no {self.label_column!r} column")
+        value = example[self.label_column]
         return int(value) if self.is_classification else float(value)
 
     def target_text(self, example: dict) -> str:
-        """The text the model should generate: a label word or a formatted score."""
+        """The text the model should produce: a label word, a formatted score, or the (first) reference."""
+        if self.kind == "generation":
+            return self.references(example)[0]
         value = self.label(example)
-        if self.label_words is None:
+        if self.kind == "regression":
             return format_score(float(value))
-        if not 0 <= value < len(self.label_words):
-            # Unlabelled hub test splits use -1; they have no target to train on.
-            raise ValueError(
-                f"task {self.name!r}: label {value} has no label word; "
-                f"expected 0..{len(self.label_words) - 1}"
-            )
-        return self.label_words[int(value)]
+        words = self.label_words or ()
+        if not 0 <= value < len(words):
+            raise ValueError(f"task {self.name!r}: label {value} has no label word; expected 0..{len(words) - 1}")
+        return words[int(value)]
+
+    def references(self, example: dict) -> list[str]:
+        """generation: every reference of the example's input (grouped rows carry them all)."""
+        if "_references" in example:
+            return list(example["_references"])
+        return [str(example[self.target_column]).strip()]
 
     def parse_prediction(self, text: str) -> int | float:
         """Map generated text to a label index (-1 if unknown) or a float score."""
-        if self.label_words is None:
+        if self.kind == "regression":
             return parse_score(text)
+        words = [w.lower() for w in self.label_words or ()]
         cleaned = text.strip().lower()
-        candidates = [cleaned]
-        if cleaned:
-            candidates.append(cleaned.split()[0].strip(_TRAILING_PUNCT))
-        for candidate in candidates:
-            if candidate in self.label_words:
-                return self.label_words.index(candidate)
+        for candidate in (cleaned, cleaned.split()[0].strip(_TRAILING_PUNCT) if cleaned else ""):
+            if candidate in words:
+                return words.index(candidate)
         return -1
+
+
+def template_fields(template: Any, task: str = "?") -> tuple[str, ...]:
+    """The column names `template` reads, in order of first use; a template with none, or with anything but plain
+    `{name}` fields (attributes, indices, conversions, format specs, positional `{}`), is a ConfigError."""
+    if not isinstance(template, str):
+        raise ConfigError(f"task {task!r}: template must be a string, got {type(template).__name__}")
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as e:  # an unmatched '{' or '}'
+        raise ConfigError(f"task {task!r}: template {template!r} is not a format string ({e}); write a literal "
+                          "brace as '{{' or '}}'") from None
+    names: list[str] = []
+    for _, name, spec, conv in parts:
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conv:
+            raise ConfigError(f"task {task!r}: template field {{{name}{'!' + conv if conv else ''}"
+                              f"{':' + spec if spec else ''}}} is not allowed; expected plain column names like "
+                              "{text}")
+        names.append(name)
+    if not names:
+        raise ConfigError(f"task {task!r}: template {template!r} reads no column; expected at least one {{column}}")
+    return tuple(dict.fromkeys(names))
+
+
+def _label_map(labels: Any, task: str) -> dict[str, str] | None:
+    """Value (as text) -> word from a mapping, a list (index = value) or None (from the data)."""
+    if labels is None:
+        return None
+    if isinstance(labels, list | tuple):
+        labels = {str(i): w for i, w in enumerate(labels)}
+    if not isinstance(labels, dict) or not labels:
+        raise ConfigError(f"task {task!r}: labels={labels!r:.80} must be a non-empty mapping (value: word) or list "
+                          "(words indexed by value), or null to read them from the training data")
+    out: dict[str, str] = {}
+    for value, word in labels.items():
+        if not isinstance(word, str) or not word.strip():
+            raise ConfigError(f"task {task!r}: label {value!r} has word {word!r}; expected non-empty text")
+        out[str(value).strip()] = word.strip()
+    words = [w.lower() for w in out.values()]
+    dup = next((w for w in words if words.count(w) > 1), None)
+    if dup is not None:
+        raise ConfigError(f"task {task!r}: label word {dup!r} is given to two labels; expected distinct words")
+    return out
+
+
+def readable(value: str) -> str:
+    """The default label word of a data value: '_' as spaces, e.g. 'card_arrival' -> 'card arrival'."""
+    return " ".join(str(value).replace("_", " ").split())
 
 
 def format_score(score: float) -> str:
@@ -110,131 +262,6 @@ def format_score(score: float) -> str:
 def parse_score(text: str) -> float:
     """Read the first number in generated text; 0.0 if there is none."""
     match = _FLOAT_RE.search(text)
-    # Unparseable output scores 0.0 (the bottom of the STS-B scale) rather than NaN or
-    # an exception: metrics stay finite over a whole eval set and garbled generations
-    # are penalised instead of silently dropped.
+    # Unparseable output scores 0.0 (the bottom of the STS-B scale) rather than NaN or an exception: metrics stay
+    # finite over a whole eval set and garbled generations are penalised instead of silently dropped.
     return float(match.group()) if match else 0.0
-
-
-_GLUE_SPLITS = {"train": "train", "validation": "validation", "test": "test"}
-
-
-def _task(
-    name: str,
-    hub_path: str,
-    text_fields: tuple[str, ...],
-    label_words: tuple[str, ...] | None,
-    *,
-    metrics: tuple[str, ...] = ("accuracy",),
-    hub_config: str | None = None,
-    splits: dict[str, str] | None = None,
-) -> Task:
-    """Build a Task; the main metric is the first of ``metrics``."""
-    return Task(
-        name=name,
-        hub_path=hub_path,
-        hub_config=hub_config or name,
-        text_fields=text_fields,
-        label_words=label_words,
-        metrics=metrics,
-        metric=metrics[0],
-        splits=dict(splits or _GLUE_SPLITS),
-    )
-
-
-_PAIR = ("sentence1", "sentence2")
-_NLI = ("premise", "hypothesis")
-_ENTAIL2 = ("entailment", "not_entailment")
-_BOOL = ("false", "true")
-_F1_ACC = ("f1", "accuracy")
-_MNLI_SPLITS = {
-    "train": "train",
-    "validation": "validation_matched",
-    "validation_mismatched": "validation_mismatched",
-    "test": "test_matched",
-}
-
-# Main metric choice: GLUE reports F1 and accuracy for MRPC/QQP and Pearson and
-# Spearman for STS-B; we select on F1 and Pearson (the first number GLUE lists).
-# SuperGLUE reports macro-F1 and accuracy for CB; we select on macro-F1 because CB's
-# validation set is heavily imbalanced. MultiRC's F1a is binary F1 over all answer
-# options; its exact-match score needs question grouping and is not computed.
-_TASKS: dict[str, Task] = {
-    task.name: task
-    for task in (
-        _task(
-            "cola",
-            "glue",
-            ("sentence",),
-            ("unacceptable", "acceptable"),
-            metrics=("matthews",),
-        ),
-        _task("sst2", "glue", ("sentence",), ("negative", "positive")),
-        _task("mrpc", "glue", _PAIR, ("not_equivalent", "equivalent"), metrics=_F1_ACC),
-        _task(
-            "qqp",
-            "glue",
-            ("question1", "question2"),
-            ("not_duplicate", "duplicate"),
-            metrics=_F1_ACC,
-        ),
-        _task("stsb", "glue", _PAIR, None, metrics=("pearson", "spearman")),
-        _task(
-            "mnli",
-            "glue",
-            _NLI,
-            ("entailment", "neutral", "contradiction"),
-            splits=_MNLI_SPLITS,
-        ),
-        _task("qnli", "glue", ("question", "sentence"), _ENTAIL2),
-        _task("rte", "glue", _PAIR, _ENTAIL2),
-        # WNLI's label order is the reverse of RTE's: 1 means entailment.
-        _task("wnli", "glue", _PAIR, ("not_entailment", "entailment")),
-        _task("boolq", "super_glue", ("question", "passage"), _BOOL),
-        _task(
-            "cb",
-            "super_glue",
-            _NLI,
-            ("entailment", "contradiction", "neutral"),
-            metrics=("macro_f1", "accuracy"),
-        ),
-        # "question" is "cause" or "effect": which relation the right choice has.
-        _task(
-            "copa",
-            "super_glue",
-            ("premise", "question", "choice1", "choice2"),
-            ("choice1", "choice2"),
-        ),
-        _task("wic", "super_glue", ("word", "sentence1", "sentence2"), _BOOL),
-        # "wsc.fixed" repairs span indices that are off in the original "wsc" config.
-        _task(
-            "wsc",
-            "super_glue",
-            ("text", "span1_text", "span2_text"),
-            _BOOL,
-            hub_config="wsc.fixed",
-        ),
-        _task(
-            "multirc",
-            "super_glue",
-            ("question", "answer", "paragraph"),
-            _BOOL,
-            metrics=_F1_ACC,
-        ),
-    )
-}
-
-
-def task_names() -> list[str]:
-    """All registered task names, in registry order (GLUE first)."""
-    return list(_TASKS)
-
-
-def get_task(name: str) -> Task:
-    """Look a task up by name; unknown names raise a ValueError listing valid ones."""
-    try:
-        return _TASKS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown task {name!r}; expected one of: {', '.join(_TASKS)}"
-        ) from None

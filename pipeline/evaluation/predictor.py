@@ -1,23 +1,27 @@
-"""Predict with a stored prompt: load its recorded backbone, refuse a mismatching one, label texts."""
+"""Predict with a stored prompt: load its recorded backbone, refuse a mismatching one, and label (classification),
+write (generation) or score (regression) inputs exactly as the trial's own evaluation did: the artifact records
+the task definition and the encoding, so no config is needed."""
 
 from __future__ import annotations
 
+import logging
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from pipeline.config import BackboneConfig
-from pipeline.data.encode import Encoder
-from pipeline.data.tasks import Task, get_task
+from pipeline.config import BackboneConfig, DataConfig
+from pipeline.data.encode import Encoder, Encoding
+from pipeline.data.tasks import Task
 from pipeline.evaluation.score import score_examples
 from pipeline.methods.artifact import (
     CONFIG_FILE,
-    ENCODING_DEFAULTS,
     PromptArtifactError,
     load_prompt,
     read_prompt_meta,
+    recorded_encoding,
+    recorded_task,
 )
 from pipeline.prompted import NoPrompt, PromptedModel
 
@@ -29,9 +33,9 @@ class Predictor:
     model: PromptedModel
     """Frozen backbone + loaded prompt method."""
     encoder: Encoder
-    """Tokenisation for the backbone family."""
+    """Tokenisation for the backbone family, as recorded."""
     task: Task
-    """The task the prompt was trained on."""
+    """The task the prompt was trained on (its recorded definition)."""
     meta: dict
     """prompt_config.json contents."""
     device: torch.device = torch.device("cpu")
@@ -44,44 +48,73 @@ class Predictor:
         """Backbone from `backbone` or the id/path recorded in the prompt, loaded with `quantization` and `dtype`
         (None: the recorded ones); method from the registry; tokenised exactly as in training (the artifact's
         `encoding`; `max_length` overrides its length); scored on `device` (None: CUDA when present, else CPU)."""
+        from dataclasses import replace
+
         from pipeline.backbone import load_backbone
 
         meta = read_prompt_meta(prompt_dir)
-        rec, enc = meta["backbone"], recorded_encoding(meta, prompt_dir)
+        rec, enc = meta["backbone"], recorded_encoding(meta, Path(prompt_dir) / CONFIG_FILE)
+        if "encoding" not in meta:
+            logging.getLogger("promptfarm").warning(
+                f"prompt in {str(prompt_dir)!r} records no encoding (saved before promptfarm recorded one): scoring "
+                "it with max_length 256, max_target_length 8, no decoder separator, float32")
+        recorded_dtype = rec.get("dtype") or meta.get("encoding", {}).get("dtype", "float32")
+        _recorded_choice(recorded_dtype, "dtype", "backbone.dtype" if "dtype" in rec else "encoding.dtype", prompt_dir)
         _recorded_choice(rec.get("quantization", "none"), "quantization", "backbone.quantization", prompt_dir)
         bcfg = BackboneConfig(name_or_path=backbone or rec["name_or_path"],
-                              revision=None if backbone else rec.get("revision"), dtype=dtype or enc["dtype"],
+                              revision=None if backbone else rec.get("revision"), dtype=dtype or recorded_dtype,
                               gguf=None if backbone else rec.get("gguf"), trust_remote_code=trust_remote_code,
                               quantization=quantization or rec.get("quantization", "none"))
         model, tok, info = load_backbone(bcfg)
         method, meta = load_prompt(prompt_dir, info, meta)
         dev = _device(device, model, bcfg.quantization)
         prompted = PromptedModel(model, method.to(model.dtype), info.is_seq2seq).to(dev).eval()
-        encoder = Encoder(tok, info.is_seq2seq, max_length or enc["max_length"], enc["max_target_length"],
-                          enc["decoder_separator"])
-        return cls(prompted, encoder, get_task(meta["task"]), meta, dev)
+        encoder = Encoder(tok, info.is_seq2seq, replace(enc, max_length=max_length or enc.max_length))
+        return cls(prompted, encoder, recorded_task(meta), meta, dev)
 
     @classmethod
-    def frozen(cls, bcfg: BackboneConfig, task: str, max_length: int = 256, separator: str = "") -> Predictor:
-        """The frozen baseline: the backbone alone (no prompt), same template (pass the config's
-        `data.decoder_separator`), label words and scorer."""
+    def frozen(cls, bcfg: BackboneConfig, data: DataConfig) -> Predictor:
+        """The frozen baseline: the backbone alone (no prompt), with the same task, template, label words (from the
+        training file when the task takes them from the data), encoding and scorer."""
         from pipeline.backbone import load_backbone
+        from pipeline.data.sources import with_data_labels
 
+        task = with_data_labels(data.task, data.train_file)
         model, tok, info = load_backbone(bcfg)
         prompted = PromptedModel(model, NoPrompt(), info.is_seq2seq).eval()
-        meta = {"method": "frozen", "task": task, "backbone": info.to_dict()}
-        return cls(prompted, Encoder(tok, info.is_seq2seq, max_length, 8, separator), get_task(task), meta)
+        meta = {"method": "frozen", "task": task.to_dict(), "backbone": info.to_dict()}
+        return cls(prompted, Encoder(tok, info.is_seq2seq, Encoding.of(data)), task, meta)
+
+    def rows(self, texts: list[str], field: str | None = None) -> list[dict]:
+        """Rows for `texts`, each filling the template column `field` (default: the first), the others empty."""
+        fields = self.task.text_fields
+        field = field or fields[0]
+        if field not in fields:
+            raise ValueError(f"--field {field!r} is not a column of task {self.task.name!r}'s template; expected one "
+                             f"of: {', '.join(fields)}")
+        return [{f: "" for f in fields} | {field: t} for t in texts]
 
     def predict(self, texts: list[str], field: str | None = None, batch_size: int = 32) -> list[str]:
-        """Label word (or number, for regression) per text; `field` names the task input it fills."""
-        field = field or self.task.text_fields[0]
-        examples = [{f: "" for f in self.task.text_fields} | {field: t, "label": 0} for t in texts]
+        """Label word, generated text (or number, for regression) per text; `field` names the column it fills."""
+        return self.predict_rows(self.rows(texts, field), batch_size)
+
+    def predict_rows(self, rows: list[dict], batch_size: int = 32) -> list[str]:
+        """Label word, generated text or number per row (a dict with the template's columns)."""
+        missing = [f for f in self.task.text_fields if any(f not in r for r in rows)]
+        if missing:
+            raise ValueError(f"an input row lacks column {missing[0]!r} of task {self.task.name!r}'s template "
+                             f"{self.task.template!r}")
         out: list[str] = []
-        for i in range(0, len(examples), batch_size):
-            rows = score_examples(self.model, self.encoder, self.task, examples[i: i + batch_size], self.device)
-            for pred, *_ in rows:
-                out.append(self.task.label_words[pred] if self.task.is_classification else f"{pred:.2f}")
+        for i in range(0, len(rows), batch_size):
+            for pred, *_ in score_examples(self.model, self.encoder, self.task, rows[i: i + batch_size], self.device,
+                                           gold=False):
+                out.append(self._as_text(pred))
         return out
+
+    def _as_text(self, pred) -> str:
+        if self.task.kind == "classification":
+            return self.task.label_words[pred] if pred >= 0 else ""
+        return pred if self.task.kind == "generation" else f"{pred:.2f}"
 
     def evaluate(self, split: str = "validation", path: str | None = None, limit: int | None = None,
                  batch_size: int = 32) -> dict[str, float]:
@@ -93,18 +126,25 @@ class Predictor:
         return evaluate(self.model, self.encoder, self.task, examples, batch_size, self.device)
 
 
-def recorded_encoding(meta: dict, prompt_dir: str | Path = "") -> dict:
-    """The artifact's `encoding` (lengths, decoder separator, backbone dtype), or the old constants with a note."""
-    if "encoding" not in meta:
-        import logging
+def read_input_rows(task: Task, path: Path) -> list[dict]:
+    """Rows of a local JSONL/CSV/TSV/Parquet file to predict on: the template's columns (renamed as the task
+    renames them); an answer column, when present, is ignored."""
+    from pipeline.data.readers import read_rows
 
-        logging.getLogger("promptfarm").warning(
-            f"prompt in {str(prompt_dir)!r} records no encoding (saved before promptfarm recorded one): scoring it "
-            f"with max_length 256, max_target_length 8, no decoder separator, float32")
-        return dict(ENCODING_DEFAULTS)
-    enc = {**ENCODING_DEFAULTS, **meta["encoding"]}
-    _recorded_choice(enc["dtype"], "dtype", "encoding.dtype", prompt_dir)
-    return enc
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"input file {str(path)!r} not found; expected a JSONL/CSV/TSV/Parquet file with the "
+                                f"columns {', '.join(task.text_fields)}")
+    rows = []
+    for number, raw in read_rows(Path(path)):
+        row = {task.columns.get(k, k): v for k, v in raw.items()}
+        missing = [f for f in task.text_fields if f not in row]
+        if missing:
+            raise ValueError(f"{path}:{number}: missing column {missing[0]!r} of task {task.name!r}'s template "
+                             f"{task.template!r}")
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"input file {str(path)!r} has no rows; expected the columns {', '.join(task.text_fields)}")
+    return rows
 
 
 def _recorded_choice(value: str, field: str, key: str, prompt_dir: str | Path) -> None:

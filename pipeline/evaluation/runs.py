@@ -42,8 +42,7 @@ def evaluate_frozen(cfg, tracking_uri: str, split: str = "validation", path: str
     logged as one run of 'promptfarm-evaluations' tagged baseline=frozen and the config's registered model name."""
     from pipeline.evaluation.predictor import Predictor
 
-    metrics = Predictor.frozen(cfg.backbone, cfg.data.task, cfg.data.max_length,
-                               cfg.data.decoder_separator).evaluate(split, path, limit)
+    metrics = Predictor.frozen(cfg.backbone, cfg.data).evaluate(split, path, limit)
     client = mlflow_client(tracking_uri)
     exp_id = _experiment_id(client)
     name = registered_name(cfg)

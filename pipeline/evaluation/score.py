@@ -1,8 +1,10 @@
-"""Evaluation of a PromptedModel: rank classification over label words, greedy generation for regression.
+"""Evaluation of a PromptedModel: rank classification over label words, greedy generation otherwise.
 
-Rank classification (as T0/DePT-style text-to-text evaluation): each label word's log-likelihood is summed
-over its tokens (EOS included) and the best-scoring word is the prediction; unlike free generation, every
-prediction is a valid label. Regression tasks (STS-B) generate a number greedily.
+Rank classification (as T0/DePT-style text-to-text evaluation): each label word's log-likelihood over its tokens
+(EOS included), summed or averaged per token (`Task.scoring`), and the best-scoring word is the prediction; unlike
+free generation, every prediction is a valid label. Generation tasks decode greedily (pipeline.evaluation.generate)
+and are scored against every reference of their input; regression tasks (STS-B) generate a number.
+`val_loss` is the gold target's mean NLL per token (generation: the first reference).
 
 Under ZeRO-3 every rank must run the same number of forward passes (parameters are gathered collectively),
 so each rank evaluates an equal-sized shard (the last one padded by repetition) and predictions are gathered.
@@ -18,6 +20,7 @@ import torch.distributed as dist
 from pipeline.data.encode import Encoder, collate
 from pipeline.data.metrics import compute_metrics
 from pipeline.data.tasks import Task
+from pipeline.evaluation.generate import generate
 from pipeline.evaluation.label_scores import label_scores
 from pipeline.prompted import sequence_logprob
 
@@ -27,61 +30,37 @@ def _shard(n: int, rank: int, world: int) -> list[int]:
     return [(rank * per + i) % n for i in range(per)] if n else []
 
 
+def _pick(logp: torch.Tensor, ntok: torch.Tensor, scoring: str) -> torch.Tensor:
+    """(B,) the best label per row by summed or per-token mean log-probability."""
+    return (logp if scoring == "sum" else logp / ntok).argmax(-1)
+
+
 @torch.no_grad()
-def score_examples(model, encoder: Encoder, task: Task, examples: list[dict], device) -> list[tuple]:
-    """(prediction, gold-target NLL summed over tokens, token count) per example."""
+def score_examples(model, encoder: Encoder, task: Task, examples: list[dict], device, gold: bool = True
+                   ) -> list[tuple]:
+    """(prediction, gold-target NLL summed over tokens, token count) per example; with `gold` False (inputs
+    without answers) the NLL and count are 0. A prediction is a class index, a generated text or a number."""
     causal = not encoder.is_seq2seq
     sources = [task.source_text(ex) for ex in examples]
     if task.is_classification:
         logp, ntok = label_scores(model, encoder, sources, task.label_words, device)
-        preds = logp.argmax(-1).tolist()
-        gold = torch.tensor([task.label(ex) for ex in examples], device=logp.device)
+        preds = _pick(logp, ntok, task.scoring).tolist()
+        if not gold:
+            return [(p, 0.0, 0) for p in preds]
+        labels = torch.tensor([task.label(ex) for ex in examples], device=logp.device)
         rows = torch.arange(len(examples), device=logp.device)
-        return list(zip(preds, (-logp[rows, gold]).tolist(), ntok[rows, gold].tolist(), strict=True))
+        return list(zip(preds, (-logp[rows, labels]).tolist(), ntok[rows, labels].tolist(), strict=True))
+    if task.kind == "generation":
+        texts = generate(model, encoder, sources, device, task.max_new_tokens, task.stop)
+    else:  # regression: a number of at most max_target_length tokens
+        texts = generate(model, encoder, sources, device, encoder.max_target_length)
+    preds = texts if task.kind == "generation" else [task.parse_prediction(t) for t in texts]
+    if not gold:
+        return [(p, 0.0, 0) for p in preds]
     feats = [encoder.pair(s, task.target_text(ex)) for s, ex in zip(sources, examples, strict=True)]
     batch = {k: v.to(device) for k, v in collate(feats, encoder.tokenizer.pad_token_id).items()}
     logp, ntok = sequence_logprob(model(**batch).logits, batch["labels"], causal)
-    preds = [task.parse_prediction(t) for t in generate(model, encoder, sources, device)]
     return list(zip(preds, (-logp).tolist(), ntok.tolist(), strict=True))
-
-
-@torch.no_grad()
-def generate(model, encoder: Encoder, sources: list[str], device) -> list[str]:
-    """Greedy decoding of max_target_length tokens (fixed step count: ZeRO-3 ranks stay in lockstep)."""
-    tok = encoder.tokenizer
-    feats = [{"input_ids": encoder.source_ids(s), "labels": []} for s in sources]
-    batch = collate(feats, tok.pad_token_id)
-    ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-    bsz, steps = len(sources), encoder.max_target_length
-    out = torch.full((bsz, steps), tok.pad_token_id, dtype=torch.long, device=device)
-    if encoder.is_seq2seq:
-        start = model.backbone.config.decoder_start_token_id
-        dec = torch.full((bsz, 1), start, dtype=torch.long, device=device)
-        for t in range(steps):
-            logits = model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
-            out[:, t] = logits[:, -1].argmax(-1)
-            dec = torch.cat([dec, out[:, t: t + 1]], dim=1)
-    else:
-        lengths = mask.sum(1)  # (B,) real tokens per row; the next token goes at index `lengths`
-        ids = torch.cat([ids, ids.new_full((bsz, steps), tok.pad_token_id)], dim=1)
-        mask = torch.cat([mask, mask.new_zeros(bsz, steps)], dim=1)
-        # Generated tokens are marked as labels, so a method that places offsets relative to the end of the source
-        # (DePT/EPT align='end') keeps them on the source tokens as in training, instead of sliding onto the output.
-        labels = torch.full_like(ids, -100)
-        rows = torch.arange(bsz, device=device)
-        for t in range(steps):
-            logits = model(input_ids=ids, attention_mask=mask, labels=labels).logits
-            offset = logits.shape[1] - ids.shape[1]  # prompt tokens the method prepended
-            out[:, t] = logits[rows, offset + lengths - 1].argmax(-1)
-            ids[rows, lengths] = out[:, t]
-            mask[rows, lengths] = 1
-            labels[rows, lengths] = out[:, t]
-            lengths = lengths + 1
-    texts = []
-    for row in out.tolist():
-        row = row[: row.index(tok.eos_token_id)] if tok.eos_token_id in row else row
-        texts.append(tok.decode(row, skip_special_tokens=True).strip())
-    return texts
 
 
 def evaluate(model, encoder: Encoder, task: Task, examples: list[dict], batch_size: int, device,
@@ -108,6 +87,7 @@ def evaluate(model, encoder: Encoder, task: Task, examples: list[dict], batch_si
         pairs = [p for g in gathered for p in g]
     by_index = dict(pairs)  # the padding repeats indices; each example counts once
     rows = [by_index[i] for i in range(len(examples))]
-    metrics = compute_metrics(task, [r[0] for r in rows], [task.label(ex) for ex in examples])
+    gold = [task.references(ex) if task.kind == "generation" else task.label(ex) for ex in examples]
+    metrics = compute_metrics(task, [r[0] for r in rows], gold)
     metrics["loss"] = sum(r[1] for r in rows) / max(sum(r[2] for r in rows), 1)
     return {f"val_{k}": float(v) for k, v in metrics.items()}

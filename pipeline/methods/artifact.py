@@ -1,9 +1,10 @@
 """Prompt artifacts: `prompt_config.json` + `prompt.safetensors`, nothing else, never pickle.
 
-The JSON records the method and its config, the backbone (id, revision, architecture), the task and the
-package version, plus the SHA-256 of the tensor file so a truncated or altered artifact is refused with a
-one-line error instead of loading garbage. Files are written to a temporary name and renamed into place, so
-an interrupted save never leaves a half-written artifact over a good one.
+The JSON records the method and its config, the backbone (id, revision, architecture, dtype), the task's whole
+definition (template, label words, decoding settings, metrics: pipeline.data.tasks.Task), the encoding
+(pipeline.data.encode.Encoding) and the package version, plus the SHA-256 of the tensor file so a truncated or
+altered artifact is refused with a one-line error instead of loading garbage. Files are written to a temporary
+name and renamed into place, so an interrupted save never leaves a half-written artifact over a good one.
 
 Loading trusts nothing in either file: the JSON's structure is checked key by key, the safetensors header is
 checked against the file's real size, and the tensor shapes the recorded config implies are compared with that
@@ -27,7 +28,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from pipeline import __version__, methods
-from pipeline.data.tasks import get_task
+from pipeline.data.builtin import task_from
+from pipeline.data.encode import Encoding
+from pipeline.data.tasks import Task
 from pipeline.methods.base import BackboneInfo
 from pipeline.schema import ConfigError, build_dataclass
 
@@ -41,9 +44,10 @@ MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
 # tampering, refused before any config is built (LAMP's config check loops over the divisors of num_tokens).
 MAX_RECORDED_INT = 1 << 24
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-# What a prompt trained before its artifact recorded an encoding was tokenised with (the loaders' old constants);
-# a recorded `encoding` holds some or all of these keys, each of the same type.
-ENCODING_DEFAULTS = {"max_length": 256, "max_target_length": 8, "decoder_separator": "", "dtype": "float32"}
+# What a prompt trained before its artifact recorded an encoding was tokenised with (the loaders' old constants).
+LEGACY_ENCODING = Encoding(max_length=256, max_target_length=8, decoder_separator="")
+# Older artifacts record the backbone's dtype in their `encoding`; it now sits in `backbone`.
+_LEGACY_ENCODING_KEYS = {"dtype": "float32"}
 _DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
                 "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 
@@ -62,8 +66,9 @@ def file_sha256(path: Path) -> str:
 
 
 def save_prompt(out_dir: str | Path, method_cfg: Any, state: dict[str, torch.Tensor], info: BackboneInfo,
-                task: str, extra: dict | None = None) -> Path:
-    """Write a prompt artifact to `out_dir` from a (gathered, full) `state` dict of the method's tensors."""
+                task: Task | str, encoding: Encoding | None = None, extra: dict | None = None) -> Path:
+    """Write a prompt artifact to `out_dir` from a (gathered, full) `state` dict of the method's tensors, with the
+    task definition (or a built-in task's name) and encoding (None: the defaults) it was trained with."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
@@ -76,7 +81,8 @@ def save_prompt(out_dir: str | Path, method_cfg: Any, state: dict[str, torch.Ten
         "method": methods.name_of(method_cfg),
         "config": dataclasses.asdict(method_cfg),
         "backbone": info.to_dict(),
-        "task": task,
+        "task": task_from(task, "task").to_dict(),
+        "encoding": (encoding or Encoding()).to_dict(),
         "package_version": __version__,
         "tensors_sha256": file_sha256(out / TENSORS_FILE),
         **(extra or {}),
@@ -141,25 +147,42 @@ def _check_meta(meta: Any, cfg_path: Path) -> None:
     if not isinstance(meta["tensors_sha256"], str) or not _SHA256.fullmatch(meta["tensors_sha256"]):
         raise bad("tensors_sha256", "a 64-hex-digit string", meta["tensors_sha256"])
     for key, tp, expected in (("method", str, f"the name of a prompt method (one of: {', '.join(methods.names())})"),
-                              ("task", str, "a task name"), ("config", dict, "an object"),
+                              ("task", str | dict, "a task name or definition"), ("config", dict, "an object"),
                               ("encoding", dict, "an object"), ("metrics", dict | None, "an object or null"),
                               ("step", int | None, "an integer or null"), ("package_version", str, "a string")):
         if key in meta and (not isinstance(meta[key], tp) or isinstance(meta[key], bool)):
             raise bad(key, expected, meta[key])
     try:
         methods.get(meta["method"])
-        get_task(meta["task"])  # before a caller loads the backbone the task is scored on
+        recorded_task(meta)  # before a caller loads the backbone the task is scored on
     except ValueError as e:
         raise PromptArtifactError(f"{cfg_path}: {e}") from None
     backbone_info(meta["backbone"], cfg_path)
-    for key, value in meta.get("encoding", {}).items():
-        if key not in ENCODING_DEFAULTS:
-            raise PromptArtifactError(f"{cfg_path}: unknown key 'encoding.{key}'; allowed keys: "
-                                      f"{', '.join(ENCODING_DEFAULTS)}")
-        if isinstance(ENCODING_DEFAULTS[key], str) and not isinstance(value, str):
-            raise bad(f"encoding.{key}", "a string", value)
-        if _is_int(ENCODING_DEFAULTS[key]) and not (_is_int(value) and 1 <= value <= MAX_RECORDED_INT):
-            raise bad(f"encoding.{key}", f"an integer in [1, {MAX_RECORDED_INT}]", value)
+    recorded_encoding(meta, cfg_path)
+
+
+def recorded_task(meta: dict) -> Task:
+    """The task the prompt was trained on: its recorded definition (older artifacts: a built-in task's name)."""
+    task = task_from(meta["task"], "task")
+    if task.needs_labels:
+        raise ConfigError(f"task {task.name!r} records no label set; expected its label words")
+    return task
+
+
+def recorded_encoding(meta: dict, cfg_path: Path | str = CONFIG_FILE) -> Encoding:
+    """The recorded `encoding` as an Encoding (each key of its type and range; an older artifact's `dtype` key is
+    allowed); an artifact that records none gets LEGACY_ENCODING."""
+    if "encoding" not in meta:
+        return LEGACY_ENCODING
+    raw = {k: v for k, v in meta["encoding"].items() if k not in _LEGACY_ENCODING_KEYS}
+    if not isinstance(meta["encoding"].get("dtype", ""), str):
+        raise PromptArtifactError(f"{cfg_path}: 'encoding.dtype' must be a string, got "
+                                  f"{_type(meta['encoding']['dtype'])}")
+    _check_ints(raw, "encoding.", cfg_path)
+    try:  # keys, types and ranges as the config checks them; the legacy separator was "" (none)
+        return build_dataclass(Encoding, {"decoder_separator": "", **raw}, "encoding.")
+    except ConfigError as e:
+        raise PromptArtifactError(f"{cfg_path}: {e}") from None
 
 
 def _check_ints(raw: dict, prefix: str, cfg_path: Path | str) -> None:

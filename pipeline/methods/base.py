@@ -40,6 +40,8 @@ class BackboneInfo:
     """GGUF file spec the backbone was converted from (None: loaded from name_or_path)."""
     quantization: str = "none"
     """Weight quantisation the backbone was loaded with ('none', 'nf4', 'fp4', 'int8'); a prompt transfers across."""
+    dtype: str = "float32"
+    """Dtype the backbone was loaded in (older artifacts record it in their `encoding`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict recorded in prompt_config.json."""

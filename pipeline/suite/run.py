@@ -147,12 +147,10 @@ def _task(cfg_dict: dict, task: dict, search_id: str, restore: bool, register: b
         errors = [tr.error for tr in s.trials if tr.error]
         why = f"every trial failed: {errors[0]}" if errors else "no trial reported the search metric"
         return asdict(TaskResult(t.name, "failed", reason=why, search_id=search_id, trial_steps=steps))
-    from pipeline.data.tasks import get_task
-
     res = {"num_cpus": cfg.train.cpus_per_worker, "num_gpus": 1 if cfg.train.use_gpu else 0}
     scores = ray.get(_report_scores.options(**res).remote(cfg_dict, t.report_split, t.report_file, t.report_limit,
                                                           {m: run for m, (_, run) in best.items()}, uri, frozen))
-    metric = get_task(cfg.data.task).metric
+    metric = cfg.data.task.metric
     n = scores.pop("n")
 
     def interval(score: float | None) -> list[float] | None:
@@ -165,7 +163,7 @@ def _task(cfg_dict: dict, task: dict, search_id: str, restore: bool, register: b
                              interval(scores[method]), _curve(uri, run, f"val_{metric}"))
     if frozen:
         cells[FROZEN] = Cell(scores[FROZEN], 0, 0, None, n, interval(scores[FROZEN]))
-    return asdict(TaskResult(t.name, "done", get_task(cfg.data.task).metric, None, search_id, cells, steps,
+    return asdict(TaskResult(t.name, "done", metric, None, search_id, cells, steps,
                              s.model_name, s.version))
 
 
@@ -201,8 +199,7 @@ def _report_scores(cfg_dict: dict, split: str, path: str | None, limit: int | No
     'n': the number of report examples."""
     import tempfile
 
-    from pipeline.data.sources import load_examples
-    from pipeline.data.tasks import get_task
+    from pipeline.data.sources import load_examples, with_data_labels
     from pipeline.evaluation.predictor import Predictor
     from pipeline.tracking.runs import mlflow_client
 
@@ -211,16 +208,16 @@ def _report_scores(cfg_dict: dict, split: str, path: str | None, limit: int | No
         from pipeline.train.placement import use_reserved_cpus
 
         use_reserved_cpus(cfg.train.cpus_per_worker)  # scoring held 1 of 2 reserved cores before
-    key = f"val_{get_task(cfg.data.task).metric}"
+    key = f"val_{cfg.data.task.metric}"
     client = mlflow_client(uri)
-    out = {"n": len(load_examples(get_task(cfg.data.task), split, path, limit, seed=0))}  # as Predictor.evaluate
+    task = with_data_labels(cfg.data.task, cfg.data.train_file)
+    out = {"n": len(load_examples(task, split, path, limit, seed=0))}  # as Predictor.evaluate
     for method, run_id in runs.items():
         with tempfile.TemporaryDirectory() as tmp:
             local = client.download_artifacts(run_id, "prompt", tmp)
             out[method] = Predictor.load(local).evaluate(split, path, limit)[key]
     if frozen:
-        frozen_predictor = Predictor.frozen(cfg.backbone, cfg.data.task, cfg.data.max_length,
-                                            cfg.data.decoder_separator)
+        frozen_predictor = Predictor.frozen(cfg.backbone, cfg.data)
         out[FROZEN] = frozen_predictor.evaluate(split, path, limit)[key]
     return out
 

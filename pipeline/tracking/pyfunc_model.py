@@ -10,6 +10,11 @@ reads the two data files only). `trust_remote_code` stays off here: the backbone
 
     model = mlflow.pyfunc.load_model("models:/sst2-llama-2-7b-hf@champion")
     model.predict(pd.DataFrame({"text": ["a gripping, funny film"]}))   # -> ["positive"]
+    model.predict(pd.DataFrame({"sentence1": [...], "sentence2": [...]}))  # every template column: as in training
+
+A DataFrame holding every column of the task's template is rendered with it as the trial's evaluation did; else
+its 'text' column (or first) fills the template's first column (`params={"field": ...}`: another one).
+Predictions are label words (classification), generated texts (generation) or numbers (regression).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from mlflow.pyfunc import PythonModel
 
 
 class PromptModel(PythonModel):
-    """Frozen backbone + prompt; predict maps a DataFrame of texts to label words (numbers for regression)."""
+    """Frozen backbone + prompt; predict maps a DataFrame of inputs to label words, texts or numbers."""
 
     def load_context(self, context) -> None:
         from pipeline.evaluation.predictor import Predictor
@@ -27,7 +32,11 @@ class PromptModel(PythonModel):
         self.predictor = Predictor.load(context.artifacts["prompt"])
 
     def predict(self, context, model_input, params=None) -> list[str]:
-        """`model_input`: DataFrame with a 'text' column (else its first column), or a list of strings."""
+        """`model_input`: DataFrame with the template's columns, or a 'text' column (else its first column), or a
+        list of strings."""
+        fields = self.predictor.task.text_fields
+        if hasattr(model_input, "columns") and all(f in model_input.columns for f in fields):
+            return self.predictor.predict_rows(model_input[list(fields)].astype(str).to_dict("records"))
         if hasattr(model_input, "columns"):
             col = "text" if "text" in model_input.columns else model_input.columns[0]
             texts = [str(t) for t in model_input[col]]

@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pipeline.config import ExperimentConfig
-from pipeline.records import best_of, better
+from pipeline.records import TASK_DIGEST_TAG, best_of, better
 from pipeline.tracking.runs import filter_literal, mlflow_client
 
 CHAMPION = "champion"
@@ -26,7 +26,7 @@ def model_name(task: str, backbone: str) -> str:
 
 def registered_name(cfg: ExperimentConfig) -> str:
     """The config's registered model: tracking.model_name, else '<task>-<backbone basename>'."""
-    return cfg.tracking.model_name or model_name(cfg.data.task, cfg.backbone.name_or_path)
+    return cfg.tracking.model_name or model_name(cfg.data.task.name, cfg.backbone.name_or_path)
 
 
 def _champion(client: MlflowClient, name: str):
@@ -133,6 +133,7 @@ def register_prompt(client: MlflowClient, name: str, run_id: str, metric: str, v
         if mv.tags.get("search_id") == search_id:
             champ = _champion(client, name)
             return str(mv.version), champ is not None and str(champ.version) == str(mv.version)
+    _same_task(client, name, versions, tags)
     logged = logged_value(client, run_id, metric, mode)
     if logged is None:
         raise ValueError(f"run {run_id} logged no finite {metric}; a prompt is registered with a value its run "
@@ -159,6 +160,21 @@ def register_prompt(client: MlflowClient, name: str, run_id: str, metric: str, v
         client.set_registered_model_alias(name, CHAMPION, best)
     champ = _champion(client, name)
     return str(mv.version), champ is not None and str(champ.version) == str(mv.version)
+
+
+def _same_task(client: MlflowClient, name: str, versions: str, tags: dict[str, str]) -> None:
+    """Refuse to register a prompt under `name` when a version there was trained for another definition of the
+    task (its `task_digest` tag differs): one name, one task definition."""
+    digest = tags.get(TASK_DIGEST_TAG)
+    if digest is None:
+        return
+    for mv in client.search_model_versions(versions):
+        other = mv.tags.get(TASK_DIGEST_TAG)
+        if other is not None and other != digest:
+            raise ValueError(f"registered model {name!r} holds prompts for another definition of task "
+                             f"{tags.get('task')!r} (version {mv.version}: task digest {other[:12]}, this search: "
+                             f"{digest[:12]}); expected the same definition, or another task name or "
+                             "tracking.model_name")
 
 
 def prompt_digest(prompt_dir: str | Path) -> str:

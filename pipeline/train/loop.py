@@ -25,9 +25,9 @@ import torch.distributed as dist
 from pipeline import methods
 from pipeline.backbone import embedding_rows, input_embedding_rms
 from pipeline.config import ExperimentConfig
-from pipeline.data.encode import Encoder, collate
-from pipeline.data.sources import load_examples
-from pipeline.data.tasks import get_task
+from pipeline.data.encode import Encoder, Encoding, collate
+from pipeline.data.sources import load_examples, with_data_labels
+from pipeline.data.tasks import Task
 from pipeline.evaluation.score import evaluate
 from pipeline.methods.artifact import load_prompt, read_prompt_meta, save_prompt
 from pipeline.methods.base import count_trainable
@@ -151,7 +151,6 @@ def run_trial(cfg: ExperimentConfig, ctx: LoopContext, session) -> None:
     rank, world, device = session.rank, session.world, session.device
     _setup_worker(cfg, ctx, rank, session.records_placement)
     torch.manual_seed(cfg.seed)
-    task = get_task(cfg.data.task)
     ds = ds_config(cfg.train, cfg.backbone.dtype)
     model, tokenizer, info = warm.backbone(cfg.backbone, ds if cfg.train.zero_stage == 3 else None)
     method = methods.build(cfg.method, info, embedding_rows(model, tokenizer), seed=cfg.seed)
@@ -162,15 +161,11 @@ def run_trial(cfg: ExperimentConfig, ctx: LoopContext, session) -> None:
         session.report(read_prompt_meta(restored_dir)["metrics"])
         return
 
-    enc = Encoder(tokenizer, info.is_seq2seq, cfg.data.max_length, cfg.data.max_target_length,
-                  cfg.data.decoder_separator)
     d = cfg.data
-    # the same data through the same tokenizer: encoded once per process
-    key = warm.identity_of(asdict(cfg.backbone), d.task, d.train_file, d.validation_file, d.max_train_samples,
-                           d.max_eval_samples, cfg.seed, d.max_length, d.max_target_length, d.decoder_separator)
-    features, val_ex = warm.kept("data", key, lambda: (
-        enc.examples(task, load_examples(task, "train", d.train_file, d.max_train_samples, cfg.seed)),
-        load_examples(task, "validation", d.validation_file, d.max_eval_samples, cfg.seed)))
+    enc = Encoder(tokenizer, info.is_seq2seq, Encoding.of(d))
+    # the same data through the same tokenizer: read and encoded once per process, keyed by the whole data section
+    task, features, val_ex = warm.kept("data", warm.identity_of(asdict(cfg.backbone), asdict(d), cfg.seed),
+                                       lambda: _data(d, enc, cfg.seed))
     features = features[rank::world]
     engine = build_engine(cfg, PromptedModel(model, method, info.is_seq2seq), method, start_step)
     lrs = _absolute_lrs(engine)
@@ -193,7 +188,7 @@ def run_trial(cfg: ExperimentConfig, ctx: LoopContext, session) -> None:
               f"train.lr_units={cfg.train.lr_units})", flush=True)
     losses: list[float] = []
     best = None
-    trial = _Reporting(cfg, engine, method, info, task.name, session, tracker)
+    trial = _Reporting(cfg, engine, method, info, task, enc.encoding, session, tracker)
     stepping = time.perf_counter()  # compute_s: seconds since the first step began (steps, evals, checkpoints)
     for step in range(start_step + 1, cfg.train.max_steps + 1):
         losses += train_step(engine, stream, cfg.train.grad_accum, device, step, world, progress)
@@ -212,6 +207,13 @@ def run_trial(cfg: ExperimentConfig, ctx: LoopContext, session) -> None:
         improved = better(value, best, ctx.mode)
         best = value if improved else best
         _report(trial, step, metrics, improved)
+
+
+def _data(d, enc: Encoder, seed: int):
+    """(task with its label set, encoded training features, validation examples) of data section `d`."""
+    task = with_data_labels(d.task, d.train_file)
+    features = enc.examples(task, load_examples(task, "train", d.train_file, d.max_train_samples, seed))
+    return task, features, load_examples(task, "validation", d.validation_file, d.max_eval_samples, seed)
 
 
 def _absolute_lrs(engine) -> dict[str, float]:
@@ -249,7 +251,8 @@ class _Reporting:
     engine: object
     method: torch.nn.Module
     info: object
-    task: str
+    task: Task
+    encoding: Encoding
     session: object
     tracker: TrialTracker | None
 
@@ -263,9 +266,7 @@ def _report(t: _Reporting, step: int, metrics: dict, improved: bool) -> None:
         (Path(tmp) / OPTIMIZER_DIR).mkdir()
         save_optimizer(t.engine, Path(tmp) / OPTIMIZER_DIR, rank, world, cfg.train.zero_stage)
         if rank == 0:
-            save_prompt(tmp, cfg.method, state, t.info, t.task, extra={"step": step, "metrics": metrics, "encoding": {
-                "max_length": cfg.data.max_length, "max_target_length": cfg.data.max_target_length,
-                "decoder_separator": cfg.data.decoder_separator, "dtype": cfg.backbone.dtype}})
+            save_prompt(tmp, cfg.method, state, t.info, t.task, t.encoding, extra={"step": step, "metrics": metrics})
             t.tracker.log(metrics, step, tmp if improved else None)
         t.session.report(metrics, tmp)
 

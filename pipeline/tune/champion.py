@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.config import ExperimentConfig
-from pipeline.records import best_of, better
+from pipeline.records import TASK_DIGEST_TAG, best_of, better
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class BestTrial:
 def register_best(client, cfg: ExperimentConfig, best: BestTrial) -> tuple[str, str | None, bool]:
     """Register `best`'s prompt under the config's model name, if it beats the champion. Returns (model name,
     version or None, whether it is the champion)."""
+    from pipeline.data.sources import with_data_labels
     from pipeline.tracking.registry import register_prompt, registered_name
 
     search_id, metric, value, run_id = best.search_id, best.metric, best.value, best.run_id
@@ -44,7 +45,9 @@ def register_best(client, cfg: ExperimentConfig, best: BestTrial) -> tuple[str, 
     tags = {"method": method, "search_id": search_id,
             "trainable_params": str(int(run.data.metrics.get("trainable_params", 0))),
             "backbone": cfg.backbone.name_or_path, "backbone_revision": str(cfg.backbone.revision),
-            "task": cfg.data.task}
+            "task": cfg.data.task.name,
+            # the definition the prompt was trained with (label set resolved as the trial did)
+            TASK_DIGEST_TAG: with_data_labels(cfg.data.task, cfg.data.train_file).digest()}
     sampled = {k: v for k, v in run.data.params.items() if k.startswith("method.") and k != "method.name"}
     desc = (f"Best of {best.trials} trials of ASHA search {search_id} ({method}, {metric}={value:.4f}, "
             f"method params {sampled})")

@@ -17,9 +17,9 @@ from pipeline import methods
 from pipeline.backbone import embedding_rows, load_backbone
 from pipeline.bench.peer import SMOLLM2, peer_check
 from pipeline.config import DataConfig
-from pipeline.data.encode import Encoder
+from pipeline.data.builtin import get_task
+from pipeline.data.encode import Encoder, Encoding
 from pipeline.data.sources import load_examples
-from pipeline.data.tasks import get_task
 from pipeline.evaluation.label_scores import label_scores
 from pipeline.evaluation.score import evaluate
 from pipeline.methods.pt import PTConfig
@@ -41,7 +41,7 @@ def real():
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model, tok, info = load_backbone(SMOLLM2)
     rows = load_examples(SST2, "validation", str(DATA / "test.tsv"), 200, seed=None)  # the first 200, in order
-    return model, tok, info, Encoder(tok, False, 64, 8, TEMPLATE), rows
+    return model, tok, info, Encoder(tok, False, Encoding(64, 8, TEMPLATE)), rows
 
 
 def test_loads_from_the_package_as_a_pretrained_llama(real):
@@ -78,7 +78,7 @@ def zero_shot(real):
     model, tok, _, enc, rows = real
     frozen = PromptedModel(model, NoPrompt(), False).eval()
     return {name: evaluate(frozen, e, SST2, rows, 32, CPU)["val_accuracy"]
-            for name, e in (("bare", Encoder(tok, False, 64, 8)), ("product", enc))}
+            for name, e in (("bare", Encoder(tok, False, Encoding(64, 8, ""))), ("product", enc))}
 
 
 def test_zero_shot_accuracy_of_the_frozen_backbone(zero_shot):

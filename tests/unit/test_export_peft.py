@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from pipeline import methods
 from pipeline.backbone import embedding_rows
-from pipeline.export_peft import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_KEY, export_peft
+from pipeline.export_peft import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_KEY, TASK_FILE, export_peft
 from pipeline.methods.artifact import TENSORS_FILE, PromptArtifactError, save_prompt
 from pipeline.methods.dept import DePTConfig
 from pipeline.methods.pt import PTConfig
@@ -46,7 +46,7 @@ def test_peft_matches_prompted_model(fam, backbones, tmp_path):
     model, _, info = backbones[fam]
     method = _saved(PTConfig(num_tokens=N), fam, backbones, tmp_path / "prompt")
     out = export_peft(tmp_path / "prompt", tmp_path / "peft")
-    assert sorted(p.name for p in out.iterdir()) == sorted([ADAPTER_CONFIG, ADAPTER_WEIGHTS])
+    assert sorted(p.name for p in out.iterdir()) == sorted([ADAPTER_CONFIG, ADAPTER_WEIGHTS, TASK_FILE])
 
     cfg = json.loads((out / ADAPTER_CONFIG).read_text())
     assert cfg["peft_type"] == "PROMPT_TUNING" and cfg["num_transformer_submodules"] == 1

@@ -82,7 +82,7 @@ def test_missing_file_among_search_space_choices(home):
 def test_label_outside_the_task_label_set_names_file_and_line(home, label):
     (home / "data" / "bad.tsv").write_text(f"sentence\tlabel\na fine film\t1\na bad one\t{label}\n")
     fails(["search", "exp.yaml", "data.train_file=data/bad.tsv"], f"bad.tsv:3: label '{label}'",
-          "expected 0..1 or one of ('negative', 'positive')")
+          "is not in the label set of task 'sst2'; expected one of '0', '1' (or their words)")
 
 
 @pytest.mark.parametrize("content", ["", "sentence\tlabel\n"], ids=["empty", "header-only"])

@@ -14,9 +14,9 @@ import torch
 from pipeline import methods
 from pipeline.backbone import embedding_rows, load_backbone
 from pipeline.config import BackboneConfig, ConfigError, load_config
-from pipeline.data.encode import Encoder
+from pipeline.data.builtin import get_task
+from pipeline.data.encode import Encoder, Encoding
 from pipeline.data.sources import load_examples
-from pipeline.data.tasks import get_task
 from pipeline.methods.artifact import load_prompt, save_prompt
 from pipeline.prompted import PromptedModel
 from tests.conftest import FIXTURES, ROOT
@@ -144,7 +144,7 @@ def test_deepspeed_zero2_engine_trains_over_a_quantised_backbone(tiny64, gloo_wo
     engine = build_engine(cfg, PromptedModel(model, method, False), method, 0)
     task = get_task("sst2")
     ex = load_examples(task, "train", str(FIXTURES / "sst2_tiny" / "train.tsv"), None, 0)
-    stream = batches(Encoder(tok, False, 64, 8).examples(task, ex), 4, tok.pad_token_id, 0)
+    stream = batches(Encoder(tok, False, Encoding(64, 8, "")).examples(task, ex), 4, tok.pad_token_id, 0)
     losses = [x for step in range(1, 7) for x in train_step(engine, stream, 1, "cpu", step, 1)]
     assert all(torch.isfinite(torch.tensor(losses)))
     assert sum(losses[-2:]) < sum(losses[:2])

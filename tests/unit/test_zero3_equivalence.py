@@ -37,9 +37,9 @@ def _rank(rank: int, world: int, store: str, tiny_dir: str, out: str) -> None:
     torch.set_num_threads(1)
     from pipeline.backbone import embedding_rows, load_backbone
     from pipeline.config import load_config
-    from pipeline.data.encode import Encoder
+    from pipeline.data.builtin import get_task
+    from pipeline.data.encode import Encoder, Encoding
     from pipeline.data.sources import load_examples
-    from pipeline.data.tasks import get_task
     from pipeline.prompted import PromptedModel
     from pipeline.train.ds_config import ds_config
     from pipeline.train.loop import batches, build_engine, train_step
@@ -58,7 +58,7 @@ def _rank(rank: int, world: int, store: str, tiny_dir: str, out: str) -> None:
             engine = build_engine(cfg, PromptedModel(model, method, False), method, 0)
             sharded = all(is_partitioned(p) for p in method.parameters())
             task = get_task("sst2")
-            enc = Encoder(tok, False, 64, 8)
+            enc = Encoder(tok, False, Encoding(64, 8, ""))
             ex = load_examples(task, "train", str(FIXTURES / "sst2_tiny" / "train.tsv"), None, 0)
             stream = batches(enc.examples(task, ex)[rank::world], 4, tok.pad_token_id, rank)
             losses = [x for step in range(1, STEPS + 1) for x in train_step(engine, stream, 1, "cpu", step, world)]

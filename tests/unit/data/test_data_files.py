@@ -7,8 +7,9 @@ import tracemalloc
 
 import pytest
 
-from pipeline.data.sources import MAX_LINE_BYTES, check_file, load_examples
-from pipeline.data.tasks import get_task
+from pipeline.data.builtin import get_task
+from pipeline.data.readers import MAX_LINE_BYTES
+from pipeline.data.sources import check_file, load_examples
 from pipeline.preflight import PreflightError, check_data_file
 from tests.unit.test_preflight import fails, home  # noqa: F401  (home: the CLI fixture)
 
@@ -46,7 +47,7 @@ def rte_jsonl(path, rows: int, broken_line: int | None = None):
 
 def test_label_out_of_range_at_row_5000_fails_preflight_naming_the_line(tmp_path):
     path = sst2_tsv(tmp_path / "train.tsv", 6000, bad_at=5000)
-    both_fail(SST2, path, rf"^{path}:5001: label '7' is not a class of task 'sst2'")
+    both_fail(SST2, path, rf"^{path}:5001: label '7' is not in the label set of task 'sst2'")
     with pytest.raises(PreflightError, match=rf"^data.train_file: {path}:5001: label '7'"):
         check_data_file("sst2", "data.train_file", str(path), "train")
 

@@ -5,8 +5,8 @@ import types
 
 import pytest
 
+from pipeline.data.builtin import get_task, task_names
 from pipeline.data.sources import load_examples
-from pipeline.data.tasks import get_task, task_names
 from tests.conftest import ROOT
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -117,7 +117,7 @@ def test_target_text_rejects_unlabelled_example():
 
 def test_source_text_missing_field_names_it():
     with pytest.raises(
-        ValueError, match="needs field 'sentence2'; example has: label, sentence1"
+        ValueError, match="needs column 'sentence2'; row has: label, sentence1"
     ):
         get_task("rte").source_text({"sentence1": "a", "label": 0})
 
@@ -256,7 +256,7 @@ def test_missing_file_and_bad_inputs(tmp_path):
         load_examples(get_task("sst2"), "train", path=str(txt))
     bad_label = tmp_path / "bad_label.jsonl"
     bad_label.write_text('{"sentence": "x", "label": "maybe"}\n', encoding="utf-8")
-    with pytest.raises(ValueError, match="label 'maybe' is not a number or one of"):
+    with pytest.raises(ValueError, match="label 'maybe' is not in the label set of task 'sst2'"):
         load_examples(get_task("sst2"), "train", path=str(bad_label))
 
 

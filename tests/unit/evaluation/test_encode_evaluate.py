@@ -7,8 +7,8 @@ import torch
 
 from pipeline import methods
 from pipeline.backbone import embedding_rows
-from pipeline.data.encode import Encoder, collate
-from pipeline.data.tasks import get_task
+from pipeline.data.builtin import get_task
+from pipeline.data.encode import Encoder, Encoding, collate
 from pipeline.evaluation.score import evaluate, generate, score_examples
 from pipeline.methods.pt import PTConfig
 from pipeline.prompted import PromptedModel, sequence_logprob
@@ -20,7 +20,7 @@ EXAMPLES = [{"sentence": "a gripping , funny film", "label": 1}, {"sentence": "d
 
 def test_decoder_only_labels_cover_target_only(backbones):
     _, tok, info = backbones["llama"]
-    enc = Encoder(tok, False, 64, 8)
+    enc = Encoder(tok, False, Encoding(64, 8, ""))
     f = enc.pair("sst2 sentence: good", "positive")
     n_src = len(enc.source_ids("sst2 sentence: good"))
     assert f["labels"][:n_src] == [-100] * n_src
@@ -30,7 +30,7 @@ def test_decoder_only_labels_cover_target_only(backbones):
 
 def test_seq2seq_labels_are_decoder_targets(backbones):
     _, tok, _ = backbones["t5"]
-    enc = Encoder(tok, True, 64, 8)
+    enc = Encoder(tok, True, Encoding(64, 8, ""))
     f = enc.pair("sst2 sentence: good", "positive")
     assert f["input_ids"][-1] == tok.eos_token_id and f["labels"][-1] == tok.eos_token_id
     assert tok.decode(f["labels"], skip_special_tokens=True) == "positive"
@@ -43,7 +43,7 @@ def test_truncation_keeps_limit():
         def __call__(self, text, add_special_tokens=True):
             return {"input_ids": list(range(2, 2 + len(text.split()))) + ([1] if add_special_tokens else [])}
 
-    enc = Encoder(Tok(), True, 5, 3)
+    enc = Encoder(Tok(), True, Encoding(5, 3, ""))
     ids = enc.source_ids("a b c d e f g h")
     assert len(ids) == 5 and ids[-1] == 1
 
@@ -69,7 +69,7 @@ def test_batched_scores_equal_unpadded_single_scores(family, backbones):
     model, tok, info = backbones[family]
     method = methods.build(PTConfig(num_tokens=3), info, embedding_rows(model), seed=1)
     pm = PromptedModel(model, method, info.is_seq2seq).eval()
-    enc = Encoder(tok, info.is_seq2seq, 64, 8)
+    enc = Encoder(tok, info.is_seq2seq, Encoding(64, 8, ""))
     batched = score_examples(pm, enc, SST2, EXAMPLES, "cpu")
     for ex, (pred, nll, ntok) in zip(EXAMPLES, batched, strict=True):
         scores = []
@@ -87,7 +87,7 @@ def test_generate_is_batch_invariant(family, backbones):
     model, tok, info = backbones[family]
     method = methods.build(PTConfig(num_tokens=2), info, embedding_rows(model), seed=2)
     pm = PromptedModel(model, method, info.is_seq2seq).eval()
-    enc = Encoder(tok, info.is_seq2seq, 64, 4)
+    enc = Encoder(tok, info.is_seq2seq, Encoding(64, 4, ""))
     sources = ["stsb sentence1: a b sentence2: c", "stsb sentence1: a much longer sentence here sentence2: d"]
     together = generate(pm, enc, sources, "cpu")
     alone = [generate(pm, enc, [s], "cpu")[0] for s in sources]
@@ -98,7 +98,7 @@ def test_evaluate_reports_task_metrics_and_loss(backbones):
     model, tok, info = backbones["llama"]
     method = methods.build(PTConfig(num_tokens=2), info, embedding_rows(model), seed=0)
     pm = PromptedModel(model, method, info.is_seq2seq).eval()
-    enc = Encoder(tok, False, 64, 8)
+    enc = Encoder(tok, False, Encoding(64, 8, ""))
     m = evaluate(pm, enc, SST2, EXAMPLES, 3, "cpu")  # batches of 3 over 4 examples: a partial last batch
     assert set(m) == {"val_accuracy", "val_loss"}
     rows = score_examples(pm, enc, SST2, EXAMPLES, "cpu")  # (pred, gold NLL summed, gold tokens) per example

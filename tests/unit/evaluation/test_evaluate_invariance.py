@@ -13,8 +13,8 @@ import torch.multiprocessing as mp
 from pipeline import methods
 from pipeline.backbone import embedding_rows, load_backbone
 from pipeline.config import BackboneConfig
-from pipeline.data.encode import Encoder, collate
-from pipeline.data.tasks import get_task
+from pipeline.data.builtin import get_task
+from pipeline.data.encode import Encoder, Encoding, collate
 from pipeline.evaluation.score import evaluate, score_examples
 from pipeline.prompted import PromptedModel, sequence_logprob
 
@@ -53,7 +53,7 @@ def _alone(pm, enc, ex) -> list[tuple[float, int]]:
 @pytest.mark.parametrize("family", ["llama", "t5"])
 def test_batched_padded_scores_equal_each_example_alone(family, name, backbones):
     model, tok, info = backbones[family]
-    pm, enc = _prompted(model, info, name), Encoder(tok, info.is_seq2seq, 64, 8)
+    pm, enc = _prompted(model, info, name), Encoder(tok, info.is_seq2seq, Encoding(64, 8, ""))
     batched = score_examples(pm, enc, RTE, EXAMPLES, "cpu")  # one padded batch of 5 different lengths
     for ex, (pred, nll, ntok) in zip(EXAMPLES, batched, strict=True):
         alone = _alone(pm, enc, ex)
@@ -63,7 +63,7 @@ def test_batched_padded_scores_equal_each_example_alone(family, name, backbones)
 
 def test_reported_loss_is_token_weighted_over_gold_words(backbones):
     model, tok, info = backbones["llama"]
-    pm, enc = _prompted(model, info, "dept"), Encoder(tok, False, 64, 8)
+    pm, enc = _prompted(model, info, "dept"), Encoder(tok, False, Encoding(64, 8, ""))
     golds = [_alone(pm, enc, ex)[ex["label"]] for ex in EXAMPLES]
     assert len({n for _, n in golds}) > 1  # the words differ in length, so the weighting is observable
     want = -sum(lp for lp, _ in golds) / sum(n for _, n in golds)
@@ -77,7 +77,7 @@ def _worker(rank: int, world: int, store: str, model_dir: str, out: str) -> None
     torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     model, tok, info = load_backbone(BackboneConfig(name_or_path=model_dir))
     pm = _prompted(model, info, "ept")
-    metrics = evaluate(pm, Encoder(tok, False, 64, 8), RTE, EXAMPLES, 2, "cpu")
+    metrics = evaluate(pm, Encoder(tok, False, Encoding(64, 8, "")), RTE, EXAMPLES, 2, "cpu")
     if rank == 0:
         with open(out, "w") as f:
             json.dump(metrics, f)
@@ -97,7 +97,7 @@ def _end(code: int) -> None:
 
 def test_two_workers_report_what_one_reports(backbones, tiny_dirs, tmp_path):
     model, tok, info = backbones["llama"]
-    one = evaluate(_prompted(model, info, "ept"), Encoder(tok, False, 64, 8), RTE, EXAMPLES, 2, "cpu")
+    one = evaluate(_prompted(model, info, "ept"), Encoder(tok, False, Encoding(64, 8, "")), RTE, EXAMPLES, 2, "cpu")
     out = tmp_path / "two.json"
     # 5 examples over 2 ranks: rank 1's shard is padded by repetition, and each example must still count once.
     mp.start_processes(_worker, args=(2, str(tmp_path / "store"), str(tiny_dirs["llama"]), str(out)), nprocs=2,
@@ -119,7 +119,7 @@ def test_free_generation_keeps_end_aligned_offsets_on_the_source(name, backbones
     assert pm.method.align == "end"
     seen = []
     hook = pm.method.register_forward_hook(lambda mod, args, out: seen.append(out.inputs_embeds.detach().clone()))
-    enc = Encoder(tok, False, 64, 4, " Label :")
+    enc = Encoder(tok, False, Encoding(64, 4, " Label :"))
     sources = [RTE.source_text(ex) for ex in EXAMPLES[:2]]
     try:
         generate(pm, enc, sources, "cpu")
@@ -138,7 +138,7 @@ def test_batches_run_in_source_length_order_and_predictions_map_back_to_their_ex
     import pipeline.evaluation.score as score
 
     model, tok, info = backbones["llama"]
-    pm, enc = _prompted(model, info, "pt"), Encoder(tok, False, 64, 8)
+    pm, enc = _prompted(model, info, "pt"), Encoder(tok, False, Encoding(64, 8, ""))
     examples = EXAMPLES + [{"sentence1": "no", "sentence2": "yes", "label": 1}]  # 6 rows, 3 batches of 2
     lengths = [len(enc.source_ids(RTE.source_text(ex))) for ex in examples]
     assert lengths != sorted(lengths)  # the input order is not already sorted

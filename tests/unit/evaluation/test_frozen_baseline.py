@@ -15,9 +15,9 @@ def test_frozen_baseline_is_one_command_and_one_mlflow_run(tmp_path, tiny_dirs, 
     from pipeline.backbone import load_backbone
     from pipeline.cli import app
     from pipeline.config import DataConfig
-    from pipeline.data.encode import Encoder
+    from pipeline.data.builtin import get_task
+    from pipeline.data.encode import Encoder, Encoding
     from pipeline.data.sources import load_examples
-    from pipeline.data.tasks import get_task
     from pipeline.evaluation.score import evaluate
     from pipeline.prompted import NoPrompt, PromptedModel
     from pipeline.tracking.runs import mlflow_client
@@ -31,7 +31,7 @@ def test_frozen_baseline_is_one_command_and_one_mlflow_run(tmp_path, tiny_dirs, 
     printed = dict(line.split("\t") for line in result.stdout.strip().splitlines() if line.startswith("val_"))
     model, tok, _ = load_backbone(BackboneConfig(name_or_path=str(tiny_dirs["llama"])))
     rows = load_examples(get_task("sst2"), "validation", str(FIXTURES / "sst2_tiny" / "validation.tsv"), None, 0)
-    enc = Encoder(tok, False, 64, 8, DataConfig().decoder_separator)  # the template the config's default ships
+    enc = Encoder(tok, False, Encoding(64, 8, DataConfig().decoder_separator))  # the config's default template
     want = evaluate(PromptedModel(model, NoPrompt(), False).eval(), enc, get_task("sst2"),
                     rows, 32, torch.device("cpu"))
     assert float(printed["val_loss"]) == pytest.approx(want["val_loss"], abs=1e-4)

@@ -7,8 +7,8 @@ import torch
 
 from pipeline import methods
 from pipeline.backbone import embedding_rows
-from pipeline.data.encode import Encoder
-from pipeline.data.tasks import get_task
+from pipeline.data.builtin import get_task
+from pipeline.data.encode import Encoder, Encoding
 from pipeline.evaluation.label_scores import label_scores
 from pipeline.prompted import PromptedModel
 from tests.method_helpers import positions_through
@@ -25,7 +25,7 @@ def test_cached_scores_equal_plain_scores(backbones, name):
         for p in method.parameters():
             p.add_(0.05 * torch.randn_like(p))
     prompted = PromptedModel(model, method, False).eval()
-    enc = Encoder(tok, False, 64, 8)
+    enc = Encoder(tok, False, Encoding(64, 8, ""))
     # Words of different lengths (1-3 tokens + EOS) exercise the padded continuations.
     for words in (get_task("rte").label_words, ("positive", "not at all good", "ok")):
         with positions_through(model) as seen:
@@ -52,7 +52,7 @@ def test_label_dependent_prefix_falls_back_to_plain_scoring(backbones, monkeypat
 
     monkeypatch.setattr(method, "forward", peeking)
     prompted = PromptedModel(model, method, False).eval()
-    enc = Encoder(tok, False, 64, 8)
+    enc = Encoder(tok, False, Encoding(64, 8, ""))
     words = ("positive", "negative")
     fast, _ = label_scores(prompted, enc, SOURCES, words, torch.device("cpu"))
     slow, _ = label_scores(prompted, enc, SOURCES, words, torch.device("cpu"), cached=False)

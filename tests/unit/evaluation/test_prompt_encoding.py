@@ -11,9 +11,9 @@ import torch
 from pipeline import methods
 from pipeline.backbone import embedding_rows, load_backbone
 from pipeline.config import BackboneConfig
-from pipeline.data.encode import Encoder
+from pipeline.data.builtin import get_task
+from pipeline.data.encode import Encoder, Encoding
 from pipeline.data.sources import load_examples
-from pipeline.data.tasks import get_task
 from pipeline.evaluation.predictor import Predictor
 from pipeline.evaluation.score import evaluate
 from pipeline.methods.artifact import CONFIG_FILE, save_prompt
@@ -21,7 +21,7 @@ from pipeline.methods.pt import PTConfig
 from pipeline.prompted import PromptedModel
 from tests.conftest import FIXTURES
 
-ENCODING = {"max_length": 12, "max_target_length": 3, "decoder_separator": " Label :", "dtype": "float32"}
+ENCODING = {"max_length": 12, "max_target_length": 3, "decoder_separator": " Label :"}
 VALIDATION = str(FIXTURES / "sst2_tiny" / "validation.tsv")
 
 
@@ -31,8 +31,11 @@ def _saved(tiny_dirs, tmp_path, encoding: dict | None):
     method = methods.build(cfg, info, embedding_rows(model, tok), seed=0)
     with torch.no_grad():
         method.prompt.add_(torch.randn_like(method.prompt))  # a prompt that changes the scores
-    extra = {"encoding": encoding} if encoding is not None else {}
-    save_prompt(tmp_path, cfg, method.state_dict(), info, "sst2", extra=extra)
+    save_prompt(tmp_path, cfg, method.state_dict(), info, get_task("sst2"), Encoding(**(encoding or {})))
+    if encoding is None:  # as saved before artifacts recorded an encoding (the tensors' digest is unchanged)
+        meta = json.loads((tmp_path / CONFIG_FILE).read_text())
+        del meta["encoding"]
+        (tmp_path / CONFIG_FILE).write_text(json.dumps(meta))
     return model, tok, method
 
 
@@ -40,14 +43,14 @@ def test_predictor_scores_exactly_as_the_recorded_encoding(tiny_dirs, tmp_path):
     model, tok, method = _saved(tiny_dirs, tmp_path, ENCODING)
     task = get_task("sst2")
     rows = load_examples(task, "validation", VALIDATION, None, seed=0)
-    training = evaluate(PromptedModel(model, method, False).eval(), Encoder(tok, False, 12, 3, " Label :"), task,
-                        rows, 32, torch.device("cpu"))
+    training = evaluate(PromptedModel(model, method, False).eval(), Encoder(tok, False, Encoding(12, 3, " Label :")),
+                        task, rows, 32, torch.device("cpu"))
     loaded = Predictor.load(tmp_path)
     enc = loaded.encoder
-    assert (enc.max_length, enc.max_target_length, enc.separator) == (12, 3, " Label :")
+    assert (enc.max_length, enc.max_target_length, enc.encoding.decoder_separator) == (12, 3, " Label :")
     assert loaded.evaluate("validation", VALIDATION) == training  # the suite and `promptfarm evaluate` path
-    other = evaluate(PromptedModel(model, method, False).eval(), Encoder(tok, False, 256, 8, ""), task, rows, 32,
-                     torch.device("cpu"))
+    other = evaluate(PromptedModel(model, method, False).eval(), Encoder(tok, False, Encoding(256, 8, "")), task,
+                     rows, 32, torch.device("cpu"))
     assert other["val_loss"] != training["val_loss"]  # the encoding matters: a loader ignoring it would differ
     assert Predictor.load(tmp_path, max_length=40).encoder.max_length == 40  # an explicit override wins
 
@@ -57,6 +60,6 @@ def test_an_artifact_without_an_encoding_loads_with_the_old_constants_and_a_note
     assert "encoding" not in json.loads((tmp_path / CONFIG_FILE).read_text())
     with caplog.at_level(logging.WARNING, logger="promptfarm"):
         enc = Predictor.load(tmp_path).encoder
-    assert (enc.max_length, enc.max_target_length, enc.separator) == (256, 8, "")
+    assert (enc.max_length, enc.max_target_length, enc.encoding.decoder_separator) == (256, 8, "")
     notes = [r.getMessage() for r in caplog.records if "records no encoding" in r.getMessage()]
     assert len(notes) == 1 and "\n" not in notes[0] and str(tmp_path) in notes[0]

@@ -10,9 +10,9 @@ import torch
 from pipeline import methods
 from pipeline.backbone import embedding_rows, load_backbone
 from pipeline.config import load_config
-from pipeline.data.encode import Encoder
+from pipeline.data.builtin import get_task
+from pipeline.data.encode import Encoder, Encoding
 from pipeline.data.sources import load_examples
-from pipeline.data.tasks import get_task
 from pipeline.prompted import PromptedModel
 from pipeline.train.loop import batches, build_engine, train_step
 from tests.conftest import FIXTURES, ROOT
@@ -37,7 +37,7 @@ def _losses(backbone_dir, method: str, clip: float) -> tuple[list[float], torch.
     init = built.prompt.detach().clone()
     engine = build_engine(cfg, PromptedModel(model, built, info.is_seq2seq), built, 0)
     task = get_task("sst2")
-    feats = Encoder(tok, info.is_seq2seq, 64, 8, cfg.data.decoder_separator).examples(
+    feats = Encoder(tok, info.is_seq2seq, Encoding(64, 8, cfg.data.decoder_separator)).examples(
         task, load_examples(task, "train", str(FIXTURES / "sst2_tiny" / "train.tsv"), None, 0))
     stream = batches(feats, 4, tok.pad_token_id, 0)
     losses = [train_step(engine, stream, 1, "cpu", s, 1)[0] for s in range(1, STEPS + 1)]

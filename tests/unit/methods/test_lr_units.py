@@ -13,9 +13,9 @@ from safetensors.torch import load_file, save_file
 from pipeline import methods
 from pipeline.backbone import embedding_rows, input_embedding_rms, load_backbone
 from pipeline.config import load_config
-from pipeline.data.encode import Encoder
+from pipeline.data.builtin import get_task
+from pipeline.data.encode import Encoder, Encoding
 from pipeline.data.sources import load_examples
-from pipeline.data.tasks import get_task
 from pipeline.methods.base import PromptBatch
 from pipeline.methods.ept import EPTConfig
 from pipeline.methods.units import REFERENCE_RMS, absolute_groups, lr_factor
@@ -117,8 +117,8 @@ def _first_step(backbone_dir, method: str, units: str) -> dict[str, float]:
     engine = build_engine(cfg, PromptedModel(model, built, False), built, 0)
     before = {n: p.detach().clone() for n, p in built.named_parameters()}
     task = get_task("sst2")
-    feats = Encoder(tok, False, 64, 8).examples(task, load_examples(task, "train", str(FIXTURES / "sst2_tiny" /
-                                                                                         "train.tsv"), None, 0))
+    rows = load_examples(task, "train", str(FIXTURES / "sst2_tiny" / "train.tsv"), None, 0)
+    feats = Encoder(tok, False, Encoding(64, 8, "")).examples(task, rows)
     train_step(engine, batches(feats, 4, tok.pad_token_id, 0), 1, "cpu", 1, 1)
     names = {id(p): n for n, p in built.named_parameters()}
     out = {}

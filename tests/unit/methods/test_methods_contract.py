@@ -11,8 +11,8 @@ import torch
 from pipeline import methods
 from pipeline.backbone import embedding_rows
 from pipeline.config import ExperimentConfig, apply_overrides
-from pipeline.data.encode import Encoder, collate
-from pipeline.data.tasks import get_task
+from pipeline.data.builtin import get_task
+from pipeline.data.encode import Encoder, Encoding, collate
 from pipeline.methods.artifact import load_prompt, save_prompt
 from pipeline.methods.base import Choice, PromptBatch, count_trainable
 from pipeline.prompted import PromptedModel
@@ -23,7 +23,7 @@ EXAMPLES = [{"sentence": "a gripping , funny film", "label": 1}, {"sentence": "d
 
 
 def _batch(tok, info):
-    enc = Encoder(tok, info.is_seq2seq, 64, 8)
+    enc = Encoder(tok, info.is_seq2seq, Encoding(64, 8, ""))
     return collate(enc.examples(get_task("sst2"), EXAMPLES), tok.pad_token_id)
 
 
@@ -99,7 +99,7 @@ def test_save_load_identical_outputs(name, family, backbones, tmp_path):
             p.add_(torch.randn_like(p) * 0.01)
     save_prompt(tmp_path, cfg, method.state_dict(), info, "sst2")
     loaded, meta = load_prompt(tmp_path, info)
-    assert meta["method"] == name and meta["task"] == "sst2"
+    assert meta["method"] == name and meta["task"]["name"] == "sst2"
     batch = _batch(tok, info)
     method.eval(), loaded.eval()
     with torch.no_grad():

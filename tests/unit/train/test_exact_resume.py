@@ -11,9 +11,9 @@ import torch
 from pipeline import methods
 from pipeline.backbone import embedding_rows, load_backbone
 from pipeline.config import load_config
-from pipeline.data.encode import Encoder
+from pipeline.data.builtin import get_task
+from pipeline.data.encode import Encoder, Encoding
 from pipeline.data.sources import load_examples
-from pipeline.data.tasks import get_task
 from pipeline.methods.artifact import load_prompt, save_prompt
 from pipeline.prompted import PromptedModel
 from pipeline.train.checkpoint import load_optimizer, save_optimizer
@@ -45,7 +45,7 @@ def _run(cfg, first: int, last: int, restore=None, save=None, restore_optimizer:
     if restore is not None and restore_optimizer:
         assert load_optimizer(engine, restore / OPTIMIZER_DIR, 0, 1, stage) is None
     task = get_task("sst2")
-    enc = Encoder(tok, False, cfg.data.max_length, 8)
+    enc = Encoder(tok, False, Encoding(cfg.data.max_length, 8, ""))
     features = enc.examples(task, load_examples(task, "train", str(FIXTURES / "sst2_tiny" / "train.tsv"), None, 0))
     stream = batches(features, cfg.train.batch_size, tok.pad_token_id, cfg.seed, skip=first * cfg.train.grad_accum)
     losses = [x for step in range(first + 1, last + 1)

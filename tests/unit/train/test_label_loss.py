@@ -11,8 +11,8 @@ import torch
 
 from pipeline import methods
 from pipeline.backbone import embedding_rows
-from pipeline.data.encode import Encoder, collate
-from pipeline.data.tasks import get_task
+from pipeline.data.builtin import get_task
+from pipeline.data.encode import Encoder, Encoding, collate
 from pipeline.prompted import PromptedModel
 from tests.method_helpers import positions_through
 
@@ -44,7 +44,7 @@ def test_label_position_loss_with_a_shared_prompt_equals_full_loss_and_gradient(
     """'task': the label words only; 'every token': a language-modelling loss (as `promptfarm bench` runs), whose
     first target is predicted from the prompt's last position, inside the shared prefix."""
     model, tok, info = backbones["llama"]
-    batch = collate(Encoder(tok, False, 64, 8).examples(get_task("rte"), ROWS), tok.pad_token_id)
+    batch = collate(Encoder(tok, False, Encoding(64, 8, "")).examples(get_task("rte"), ROWS), tok.pad_token_id)
     if labels == "every token":
         batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     torch.manual_seed(0)
@@ -72,7 +72,7 @@ def test_label_position_loss_with_a_shared_prompt_equals_full_loss_and_gradient(
 def test_a_row_dependent_prompt_runs_every_row_in_full(backbones, monkeypatch):
     """A method whose prompt differs per row cannot share it: the loss is the full-sequence one, never a wrong one."""
     model, tok, info = backbones["llama"]
-    batch = collate(Encoder(tok, False, 64, 8).examples(get_task("rte"), ROWS), tok.pad_token_id)
+    batch = collate(Encoder(tok, False, Encoding(64, 8, "")).examples(get_task("rte"), ROWS), tok.pad_token_id)
     method = _perturbed("pt", info, model)
     base = method.forward
 
