@@ -15,16 +15,35 @@ from pipeline.data.builtin import get_task
 from pipeline.data.encode import Encoder, Encoding, collate
 from pipeline.methods.artifact import load_prompt, save_prompt
 from pipeline.methods.base import Choice, PromptBatch, count_trainable
+from pipeline.data.builtin import task_from
+from pipeline.data.sources import load_examples, with_data_labels
+from pipeline.evaluation.score import evaluate
 from pipeline.prompted import PromptedModel
+from tests.conftest import FIXTURES
 
 FAMILIES = ["llama", "t5"]
 EXAMPLES = [{"sentence": "a gripping , funny film", "label": 1}, {"sentence": "dull", "label": 0},
             {"sentence": "the plot is a long , predictable mess of scenes", "label": 0}]
 
 
-def _batch(tok, info):
-    enc = Encoder(tok, info.is_seq2seq, Encoding(64, 8, ""))
-    return collate(enc.examples(get_task("sst2"), EXAMPLES), tok.pad_token_id)
+TASKS = ["sst2", "intents", "d2t"]  # a built-in task, a user classification task, a user generation task
+
+
+def _task_rows(task: str):
+    """(Task with its label set, training rows, validation examples) of one of TASKS."""
+    if task == "sst2":
+        return get_task("sst2"), EXAMPLES, EXAMPLES
+    fixture = FIXTURES / ("intents_tiny" if task == "intents" else "d2t_tiny")
+    ext = "csv" if task == "intents" else "jsonl"
+    t = with_data_labels(task_from(str(fixture / "task.yaml")), str(fixture / f"train.{ext}"))
+    return (t, load_examples(t, "train", str(fixture / f"train.{ext}"))[:4],
+            load_examples(t, "validation", str(fixture / f"validation.{ext}"))[:3])
+
+
+def _batch(tok, info, task: str = "sst2"):
+    enc = Encoder(tok, info.is_seq2seq, Encoding(64, 32, " Label :"))
+    t, rows, _ = _task_rows(task)
+    return collate(enc.examples(t, rows), tok.pad_token_id)
 
 
 def _build(name, backbone, seed=0):
@@ -33,12 +52,13 @@ def _build(name, backbone, seed=0):
     return methods.build(cfg, info, embedding_rows(model), seed=seed), cfg
 
 
+@pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("name", methods.names())
-def test_shapes_masks_labels(name, family, backbones):
+def test_shapes_masks_labels(name, family, task, backbones):
     model, tok, info = backbones[family]
     method, cfg = _build(name, backbones[family])
-    b = _batch(tok, info)
+    b = _batch(tok, info, task)
     emb = model.get_input_embeddings()(b["input_ids"])
     labels = None if info.is_seq2seq else b["labels"]
     out = method(PromptBatch(emb, b["attention_mask"], labels))
@@ -53,6 +73,21 @@ def test_shapes_masks_labels(name, family, backbones):
         assert torch.equal(out.labels[:, n:], labels) and bool((out.labels[:, :n] == -100).all())
 
 
+@pytest.mark.parametrize("task", ["intents", "d2t"])
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("name", methods.names())
+def test_every_method_evaluates_a_user_task(name, family, task, backbones):
+    """Rank classification over the data's label words, or decoding scored against every reference: the methods
+    are task-agnostic (DePT/EPT end-aligned offsets and LAMP's pooling see the same batches either way)."""
+    model, tok, info = backbones[family]
+    method, _ = _build(name, backbones[family])
+    t, _, val = _task_rows(task)
+    enc = Encoder(tok, info.is_seq2seq, Encoding(64, 32, " Label :"))
+    metrics = evaluate(PromptedModel(model, method, info.is_seq2seq).eval(), enc, t, val, 2, torch.device("cpu"))
+    assert {f"val_{m}" for m in t.metrics} | {"val_loss"} == set(metrics)
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("name", methods.names())
 def test_param_count_matches_paper(name, family, backbones):
@@ -61,9 +96,10 @@ def test_param_count_matches_paper(name, family, backbones):
     assert count_trainable(method) == method.paper_param_count(cfg, info) > 0
 
 
+@pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("name", methods.names())
-def test_step_changes_only_method_params(name, family, backbones):
+def test_step_changes_only_method_params(name, family, task, backbones):
     model, tok, info = backbones[family]
     model = copy.deepcopy(model)
     method, _ = _build(name, (model, tok, info))
@@ -73,7 +109,7 @@ def test_step_changes_only_method_params(name, family, backbones):
     opt = torch.optim.AdamW(method.param_groups(), weight_decay=0.0)  # no decay: only gradients move tensors
     for _ in range(2):  # zero-initialised up-maps (B, W2, U_k) move first, the factors behind them on step 2
         opt.zero_grad()
-        loss = pm(**_batch(tok, info)).loss
+        loss = pm(**_batch(tok, info, task)).loss
         assert torch.isfinite(loss)
         loss.backward()
         assert all(p.grad is None for p in model.parameters()), "backbone must stay frozen"
