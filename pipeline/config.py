@@ -250,5 +250,13 @@ def absolute_path(path: str | None) -> str | None:
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read YAML `path` (None: all defaults), apply `a.b=c` overrides, validate."""
-    return ExperimentConfig.from_dict(read_yaml(path, overrides))
+    """Read YAML `path` (None: all defaults), apply `a.b=c` overrides, validate. An override of one field of a task
+    named by a built-in name or a file (`data.task.template=...`) applies to that task's definition."""
+    raw = read_yaml(path)
+    for item in overrides or []:
+        keys, _ = parse_override(item)
+        data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+        if keys[:2] == ["data", "task"] and len(keys) > 2 and isinstance(data.get("task", "sst2"), str):
+            raw["data"] = {**data, "task": task_from(data.get("task", "sst2"), "data.task").to_dict()}
+        raw = apply_overrides(raw, [item])
+    return ExperimentConfig.from_dict(raw)
