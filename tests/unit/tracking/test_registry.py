@@ -169,3 +169,27 @@ def test_register_a_finished_search_from_its_mlflow_runs_alone(store, tiny_dirs)
     assert register_search(cfg, "s-1")[1] == "1"  # registering again: the same version
     with pytest.raises(LookupError, match="search 'nope' has no trial runs"):
         register_search(cfg, "nope")
+
+
+def test_two_definitions_of_one_task_never_register_under_one_name(store):
+    """A task name is the registry's: a search of an edited definition (another template, label words, ...) under the
+    same name is refused before anything is written, and the same definition registers as usual."""
+    from pipeline.data.builtin import get_task
+    from pipeline.records import TASK_DIGEST_TAG
+
+    _, client, make_run = store
+    sst2 = get_task("sst2")
+    edited = type(sst2)(**{**sst2.to_dict(), "template": "Review: {sentence}"})
+
+    def reg(run_id, value, search_id, task):
+        client.log_metric(run_id, "val_accuracy", value)
+        return register_prompt(client, "sst2-tiny", run_id, "val_accuracy", value, "max",
+                               {"search_id": search_id, "task": "sst2", TASK_DIGEST_TAG: task.digest()}, "")
+
+    assert reg(make_run(1), 0.6, "s1", sst2) == ("1", True)
+    with pytest.raises(ValueError, match=r"^registered model 'sst2-tiny' holds prompts for another definition of task "
+                                         r"'sst2' \(version 1: task digest [0-9a-f]{12}, this search: [0-9a-f]{12}\); "
+                                         r"expected the same definition, or another task name or tracking.model_name"):
+        reg(make_run(2), 0.9, "s2", edited)
+    assert len(client.search_model_versions("name = 'sst2-tiny'")) == 1
+    assert reg(make_run(3), 0.7, "s3", sst2) == ("2", True)
