@@ -39,19 +39,18 @@ def _squad(predictions: list[str], references: list[list[str]]) -> dict[str, flo
     return {k: float(v) for k, v in squad(preds, target).items()}
 
 
+_SCORERS = {  # name -> scorer(predictions, references, squad scores)
+    "bleu": lambda p, r, sq: bleu(p, r),
+    "rouge_l": lambda p, r, sq: rouge_l(p, r),
+    "exact_match": lambda p, r, sq: sq["exact_match"],
+    "token_f1": lambda p, r, sq: sq["f1"],
+}
+
+
 def text_metrics(names, predictions: list[str], references: list[list[str]]) -> dict[str, float]:
     """{name: value} for each of `names` (a subset of TEXT_METRICS)."""
-    out: dict[str, float] = {}
+    unknown = [n for n in names if n not in _SCORERS]
+    if unknown:
+        raise ValueError(f"unknown generation metric {unknown[0]!r}; expected one of: {', '.join(TEXT_METRICS)}")
     squad = _squad(predictions, references) if {"exact_match", "token_f1"} & set(names) else {}
-    for name in names:
-        if name == "bleu":
-            out[name] = bleu(predictions, references)
-        elif name == "rouge_l":
-            out[name] = rouge_l(predictions, references)
-        elif name == "exact_match":
-            out[name] = squad["exact_match"]
-        elif name == "token_f1":
-            out[name] = squad["f1"]
-        else:
-            raise ValueError(f"unknown generation metric {name!r}; expected one of: {', '.join(TEXT_METRICS)}")
-    return out
+    return {name: _SCORERS[name](predictions, references, squad) for name in names}
