@@ -56,3 +56,13 @@ def test_output_says_floats_take_exponent_spellings():
     note = out.output.strip().splitlines()[-1]
     assert note.startswith("note: float values") and "1e-4" in note and "NaN and inf are refused" in note
     assert "note:" not in CliRunner().invoke(app, ["config", "tracking"]).output  # no float field there
+
+
+def test_the_task_section_is_documented_field_by_field():
+    from pipeline.data.tasks import Task
+
+    keys = {r.key: r for r in experiment_fields("data")}
+    for f in dataclasses.fields(Task):
+        assert f"data.task.{f.name}" in keys and keys[f"data.task.{f.name}"].doc
+    assert keys["data.task.kind"].type == "Literal['classification', 'generation', 'regression']"
+    assert keys["data.chat_template"].default == "False"

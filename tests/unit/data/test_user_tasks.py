@@ -159,3 +159,18 @@ def test_bad_task_definitions_are_one_line(task, match):
     with pytest.raises(ConfigError, match=match) as e:
         load_config(None, [f"data.task={json.dumps(task)}"])
     assert "\n" not in str(e.value)
+
+
+def test_a_hub_dataset_source_with_renamed_columns(monkeypatch):
+    """`hub_path` goes to `datasets.load_dataset` (here a local directory of CSV files, which it reads offline like
+    a hub dataset): split names, the column mapping, labels from the train split and the seeded subset."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    task = with_data_labels(task_from({"name": "intents", "template": "Query: {query}", "label_column": "category",
+                                       "columns": {"text": "query"}, "hub_path": str(INTENTS)}), None)
+    assert task.label_words == ("card arrival", "exchange rate", "lost or stolen card", "top up failed")
+    val = load_examples(task, "validation", None)
+    assert len(val) == 8 and task.source_text(val[0]) == "Query: my card has not arrived"
+    assert task.target_text(val[0]) == "card arrival"
+    # the hub split and the same CSV read as a local file give the same seeded subset
+    assert load_examples(task, "train", None, limit=5, seed=0) == load_examples(
+        task, "train", str(INTENTS / "train.csv"), limit=5, seed=0)

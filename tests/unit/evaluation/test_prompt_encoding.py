@@ -63,3 +63,20 @@ def test_an_artifact_without_an_encoding_loads_with_the_old_constants_and_a_note
     assert (enc.max_length, enc.max_target_length, enc.encoding.decoder_separator) == (256, 8, "")
     notes = [r.getMessage() for r in caplog.records if "records no encoding" in r.getMessage()]
     assert len(notes) == 1 and "\n" not in notes[0] and str(tmp_path) in notes[0]
+
+
+def test_an_artifact_of_the_previous_format_loads_as_its_builtin_task(tiny_dirs, tmp_path):
+    """Before tasks were data an artifact recorded the task by name and the dtype inside `encoding`: it loads as
+    that built-in task, with that encoding and dtype, and scores as a new artifact of the same prompt does."""
+    _saved(tiny_dirs, tmp_path / "new", ENCODING)
+    old = tmp_path / "old"
+    old.mkdir()
+    meta = json.loads((tmp_path / "new" / CONFIG_FILE).read_text())
+    meta["task"], meta["encoding"] = "sst2", {**ENCODING, "dtype": "float32"}
+    del meta["backbone"]["dtype"]
+    (old / CONFIG_FILE).write_text(json.dumps(meta))
+    (old / "prompt.safetensors").write_bytes((tmp_path / "new" / "prompt.safetensors").read_bytes())
+    loaded = Predictor.load(old)
+    assert loaded.task == get_task("sst2") and loaded.encoder.encoding == Encoding(**ENCODING)
+    assert loaded.evaluate("validation", VALIDATION) == Predictor.load(tmp_path / "new").evaluate("validation",
+                                                                                                 VALIDATION)
