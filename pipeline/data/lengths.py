@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.data.encode import Encoder
-from pipeline.data.sources import _examples, _resolve
+from pipeline.data.sources import file_examples, split_file
 from pipeline.data.tasks import Task
 
 
@@ -23,13 +23,14 @@ def check_label_words(task: Task, encoder: Encoder) -> None:
 def count_truncated(task: Task, encoder: Encoder, path: str, split: str) -> tuple[int, int]:
     """(inputs longer than max_length, rows) of a local file; a generation target longer than max_target_length
     is a ValueError naming its file and row."""
-    file: Path = _resolve(Path(path), task, split)
+    file: Path = split_file(Path(path), task, split)
     cut = rows = 0
-    for rows, ex in enumerate(_examples(file, task), start=1):  # noqa: B007 (rows: the count after the loop)
+    for where, ex in file_examples(file, task):
+        rows += 1
         cut += encoder.source_truncated(task.source_text(ex))
         if task.kind == "generation":
             need = len(encoder.target_tokens(task.target_text(ex))) + 1
             if need > encoder.max_target_length:
-                raise ValueError(f"{file}: row {rows}: the target is {need} tokens with its EOS; expected at most "
+                raise ValueError(f"{where}: the target is {need} tokens with its EOS; expected at most "
                                  f"data.max_target_length={encoder.max_target_length} (raise it)")
     return cut, rows

@@ -73,6 +73,6 @@ def test_a_label_word_or_target_that_would_be_cut_is_an_error(user_home, tiny_di
         check_lengths(cfg, task_labels(cfg))
     gen = _cfg(user_home, tiny_dirs, "data.task=d2t_tiny/task.yaml", "data.train_file=d2t_tiny/train.jsonl",
                "data.validation_file=d2t_tiny/validation.jsonl", "data.max_target_length=6")
-    with pytest.raises(PreflightError, match=r"train.jsonl: row 1: the target is \d+ tokens with its EOS; expected "
+    with pytest.raises(PreflightError, match=r"train.jsonl:1: the target is \d+ tokens with its EOS; expected "
                                              r"at most data.max_target_length=6"):
         check_lengths(gen, task_labels(gen))
