@@ -85,18 +85,9 @@ class Predictor:
         meta = {"method": "frozen", "task": task.to_dict(), "backbone": info.to_dict()}
         return cls(prompted, Encoder(tok, info.is_seq2seq, Encoding.of(data)), task, meta)
 
-    def rows(self, texts: list[str], field: str | None = None) -> list[dict]:
-        """Rows for `texts`, each filling the template column `field` (default: the first), the others empty."""
-        fields = self.task.text_fields
-        field = field or fields[0]
-        if field not in fields:
-            raise ValueError(f"--field {field!r} is not a column of task {self.task.name!r}'s template; expected one "
-                             f"of: {', '.join(fields)}")
-        return [{f: "" for f in fields} | {field: t} for t in texts]
-
     def predict(self, texts: list[str], field: str | None = None, batch_size: int = 32) -> list[str]:
         """Label word, generated text (or number, for regression) per text; `field` names the column it fills."""
-        return self.predict_rows(self.rows(texts, field), batch_size)
+        return self.predict_rows(text_rows(self.task, texts, field), batch_size)
 
     def predict_rows(self, rows: list[dict], batch_size: int = 32) -> list[str]:
         """Label word, generated text or number per row (a dict with the template's columns)."""
@@ -124,6 +115,16 @@ class Predictor:
 
         examples = load_examples(self.task, split, path, limit, seed=0)
         return evaluate(self.model, self.encoder, self.task, examples, batch_size, self.device)
+
+
+def text_rows(task: Task, texts: list[str], field: str | None = None) -> list[dict]:
+    """Rows for `texts`, each filling the template column `field` (default: the first), the others empty."""
+    fields = task.text_fields
+    field = field or fields[0]
+    if field not in fields:
+        raise ValueError(f"--field {field!r} is not a column of task {task.name!r}'s template; expected one of: "
+                         f"{', '.join(fields)}")
+    return [{f: "" for f in fields} | {field: t} for t in texts]
 
 
 def read_input_rows(task: Task, path: Path) -> list[dict]:
