@@ -206,8 +206,8 @@ def predict(prompt_dir: Path, texts: Annotated[list[str] | None, typer.Argument(
     (generation) or the number (regression), then a tab and the input."""
     import sys
 
-    from pipeline.evaluation.predictor import Predictor, read_input_rows, text_rows
-    from pipeline.methods.artifact import PromptArtifactError, read_prompt_meta, recorded_task
+    from pipeline.evaluation.predictor import predict_inputs
+    from pipeline.methods.artifact import PromptArtifactError
 
     if not prompt_dir.is_dir():
         _fail(FileNotFoundError(f"prompt directory {str(prompt_dir.resolve())!r} not found; expected a directory "
@@ -215,22 +215,10 @@ def predict(prompt_dir: Path, texts: Annotated[list[str] | None, typer.Argument(
     try:
         if quantization not in (None, "none", "nf4", "fp4", "int8"):
             raise ValueError(f"--quantization {quantization!r} is not allowed; expected none, nf4, fp4 or int8")
-        if texts and file:
-            raise ValueError(f"give inputs as TEXT arguments or --file {str(file)!r}, not both")
-        task = recorded_task(read_prompt_meta(prompt_dir))  # inputs are checked before the backbone loads
-        if file is not None:
-            rows = read_input_rows(task, file)
-        else:
-            rows = text_rows(task, texts or [line.rstrip("\n") for line in sys.stdin if line.strip()], field)
-            if not rows:
-                raise ValueError("no inputs to predict; expected TEXT arguments, --file ROWS or lines on standard "
-                                 "input")
-        predictor = Predictor.load(prompt_dir, backbone=backbone, quantization=quantization)
-        shown = [task.source_text(r) for r in rows]
-        predictions = predictor.predict_rows(rows)
+        pairs = predict_inputs(prompt_dir, texts, file, field, sys.stdin, backbone=backbone, quantization=quantization)
     except (PromptArtifactError, FileNotFoundError, ImportError, ValueError) as e:
         _fail(e)
-    for text, out in zip(shown, predictions, strict=True):
+    for out, text in pairs:
         typer.echo(f"{out.replace(chr(10), ' ')}\t{text.replace(chr(10), ' ')}")
 
 

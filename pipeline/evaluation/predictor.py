@@ -117,6 +117,24 @@ class Predictor:
         return evaluate(self.model, self.encoder, self.task, examples, batch_size, self.device)
 
 
+def predict_inputs(prompt_dir: str | Path, texts: list[str] | None, file: Path | None, field: str | None, stdin,
+                   **load) -> list[tuple[str, str]]:
+    """(prediction, rendered input) per input of `promptfarm predict`: TEXTs filling `field`, else the rows of
+    `file`, else one text per non-blank line of `stdin`; checked against the recorded task before the backbone
+    loads (`load`: Predictor.load's keyword arguments)."""
+    if texts and file:
+        raise ValueError(f"give inputs as TEXT arguments or --file {str(file)!r}, not both")
+    task = recorded_task(read_prompt_meta(prompt_dir))
+    if file is not None:
+        rows = read_input_rows(task, file)
+    else:
+        rows = text_rows(task, texts or [line.rstrip("\n") for line in stdin if line.strip()], field)
+        if not rows:
+            raise ValueError("no inputs to predict; expected TEXT arguments, --file ROWS or lines on standard input")
+    predictions = Predictor.load(prompt_dir, **load).predict_rows(rows)
+    return list(zip(predictions, [task.source_text(r) for r in rows], strict=True))
+
+
 def text_rows(task: Task, texts: list[str], field: str | None = None) -> list[dict]:
     """Rows for `texts`, each filling the template column `field` (default: the first), the others empty."""
     fields = task.text_fields
