@@ -129,7 +129,9 @@ def _cached(model, ids, mask, steps: int, stops: _Stops, pad_id: int) -> list[li
     ids, mask, labels, lengths = grown
     first = _prompted(model, ids, mask, labels)
     n = first.inputs_embeds.shape[1] - ids.shape[1]
-    prefix, prefix_mask = first.inputs_embeds[:, : n + s_max], first.attention_mask[:, : n + s_max]
+    # copies: a method that returns the batch's own mask (the frozen baseline's NoPrompt) would otherwise see the
+    # generated tokens marked in it by _append, and the check below would send every step down the full path
+    prefix, prefix_mask = first.inputs_embeds[:, : n + s_max].clone(), first.attention_mask[:, : n + s_max].clone()
     last = n + lengths - 1  # (B,) each row's last source position
     keep, where = torch.unique(last, return_inverse=True)
     if shared_prefix_len(prefix, prefix_mask, n):

@@ -45,6 +45,23 @@ def test_cached_decoding_equals_the_whole_sequence_every_step(backbones, name, m
     assert all(isinstance(t, str) for t in cached) and len(cached) == len(SOURCES)
 
 
+def test_the_frozen_backbone_decodes_over_the_cache_too(backbones, monkeypatch):
+    """NoPrompt hands back the batch's own mask: decoding must still take the cached path (B*S prefix positions,
+    then B per step), not fall back to the whole sequence every step, and give the same text."""
+    from pipeline.prompted import NoPrompt
+    from tests.method_helpers import positions_through
+
+    model, tok, _ = backbones["llama"]
+    prompted = PromptedModel(model, NoPrompt(), False).eval()
+    enc = Encoder(tok, False, Encoding(64, 16, " Text:"))
+    with positions_through(model) as seen:
+        cached = generate(prompted, enc, SOURCES, CPU, 6, ())
+    longest = max(len(enc.source_ids(s)) for s in SOURCES)
+    assert seen[0] == len(SOURCES) * (longest + 5)
+    monkeypatch.setattr(prompted, "label_logits_only", False)
+    assert generate(prompted, enc, SOURCES, CPU, 6, ()) == cached
+
+
 def test_decoding_stops_at_a_newline_and_at_max_new_tokens(backbones):
     prompted, tok = _prompted(backbones, "llama", "pt")
     enc = Encoder(tok, False, Encoding(64, 16, ""))
