@@ -119,20 +119,22 @@ class Predictor:
 
 def predict_inputs(prompt_dir: str | Path, texts: list[str] | None, file: Path | None, field: str | None, stdin,
                    **load) -> list[tuple[str, str]]:
-    """(prediction, rendered input) per input of `promptfarm predict`: TEXTs filling `field`, else the rows of
-    `file`, else one text per non-blank line of `stdin`; checked against the recorded task before the backbone
-    loads (`load`: Predictor.load's keyword arguments)."""
+    """(prediction, input) per input of `promptfarm predict`: TEXTs filling `field`, else one text per non-blank
+    line of `stdin` (each shown as given), else the rows of `file` (shown rendered by the template); checked against
+    the recorded task before the backbone loads (`load`: Predictor.load's keyword arguments)."""
     if texts and file:
         raise ValueError(f"give inputs as TEXT arguments or --file {str(file)!r}, not both")
     task = recorded_task(read_prompt_meta(prompt_dir))
     if file is not None:
         rows = read_input_rows(task, file)
+        shown = [task.source_text(r) for r in rows]
     else:
-        rows = text_rows(task, texts or [line.rstrip("\n") for line in stdin if line.strip()], field)
+        shown = texts or [line.rstrip("\n") for line in stdin if line.strip()]
+        rows = text_rows(task, shown, field)
         if not rows:
             raise ValueError("no inputs to predict; expected TEXT arguments, --file ROWS or lines on standard input")
     predictions = Predictor.load(prompt_dir, **load).predict_rows(rows)
-    return list(zip(predictions, [task.source_text(r) for r in rows], strict=True))
+    return list(zip(predictions, shown, strict=True))
 
 
 def text_rows(task: Task, texts: list[str], field: str | None = None) -> list[dict]:
