@@ -96,9 +96,11 @@ def check_submission(job: str, cfg, working_dir: Path) -> None:
         files = [f for f in data_files(cfg, space=False) if f[0] == "data.validation_file"]
     else:
         files = [] if job == "register" else data_files(cfg, space=job == "search")
+    task = None  # its label set, read from the training file once, when a file needs checking
     for key, path, split in files:
         if _resolve(path, working_dir).is_relative_to(working_dir):
-            check_data_file(task_labels(cfg, working_dir), key, path, split, working_dir)
+            task = task or task_labels(cfg, working_dir)
+            check_data_file(task, key, path, split, working_dir)
     b = cfg.backbone
     full = _resolve(b.name_or_path, working_dir)
     if not (b.gguf or b.init_tiny) and b.name_or_path.startswith((".", "/")) and full.is_relative_to(working_dir):

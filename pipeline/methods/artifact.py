@@ -46,8 +46,8 @@ MAX_RECORDED_INT = 1 << 24
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # What a prompt trained before its artifact recorded an encoding was tokenised with (the loaders' old constants).
 LEGACY_ENCODING = Encoding(max_length=256, max_target_length=8, decoder_separator="")
-# Older artifacts record the backbone's dtype in their `encoding`; it now sits in `backbone`.
-_LEGACY_ENCODING_KEYS = {"dtype": "float32"}
+# Older artifacts record the backbone's dtype (a string) in their `encoding`; it now sits in `backbone`.
+_LEGACY_DTYPE = "dtype"
 _DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
                 "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 
@@ -174,8 +174,8 @@ def recorded_encoding(meta: dict, cfg_path: Path | str = CONFIG_FILE) -> Encodin
     allowed); an artifact that records none gets LEGACY_ENCODING."""
     if "encoding" not in meta:
         return LEGACY_ENCODING
-    raw = {k: v for k, v in meta["encoding"].items() if k not in _LEGACY_ENCODING_KEYS}
-    if not isinstance(meta["encoding"].get("dtype", ""), str):
+    raw = dict(meta["encoding"])
+    if not isinstance(raw.pop(_LEGACY_DTYPE, ""), str):
         raise PromptArtifactError(f"{cfg_path}: 'encoding.dtype' must be a string, got "
                                   f"{_type(meta['encoding']['dtype'])}")
     _check_ints(raw, "encoding.", cfg_path)
