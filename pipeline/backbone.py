@@ -123,21 +123,24 @@ class EmbeddingRows:
     """EmbedRows over a model's input embedding: reads rows whether or not ZeRO-3 has partitioned it.
 
     `special_ids`: the tokenizer's special token ids (bos/eos/pad/chat markers), which a vocabulary init must not
-    copy into a prompt (pipeline.methods.base.init_from_vocab).
+    copy into a prompt (pipeline.methods.base.init_from_vocab). `label_ids`: each class label word's tokens, in the
+    task's label order (pipeline.methods.base.init_from_labels); empty for other task kinds.
     """
 
-    def __init__(self, model, special_ids=()):
+    def __init__(self, model, special_ids=(), label_ids=()):
         self.weight = model.get_input_embeddings().weight
         self.special_ids = frozenset(int(i) for i in special_ids)
+        self.label_ids = tuple(tuple(int(i) for i in ids) for ids in label_ids)
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         with gathered([self.weight]):  # partitioned by ZeRO-3: gather the full matrix for the read only
             return self.weight[ids].detach().float().cpu().clone()
 
 
-def embedding_rows(model, tokenizer=None) -> EmbeddingRows:
-    """EmbedRows over `model`'s input embedding, excluding `tokenizer`'s special ids from vocabulary inits."""
-    return EmbeddingRows(model, special_token_ids(tokenizer) if tokenizer is not None else ())
+def embedding_rows(model, tokenizer=None, label_ids=()) -> EmbeddingRows:
+    """EmbedRows over `model`'s input embedding, excluding `tokenizer`'s special ids from vocabulary inits;
+    `label_ids`: the class label words' tokens for a class-label init."""
+    return EmbeddingRows(model, special_token_ids(tokenizer) if tokenizer is not None else (), label_ids)
 
 
 def special_token_ids(tokenizer) -> set[int]:

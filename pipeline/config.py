@@ -236,8 +236,15 @@ def _check_quantization(cfg: ExperimentConfig) -> None:
 
 
 def _check_task(cfg: ExperimentConfig) -> None:
-    """search.metric is one the task reports ("loss" or one of the task's metrics)."""
+    """search.metric is one the task reports ("loss" or one of the task's metrics); a class-label prompt init
+    (`init: labels`, in the method or a search.methods entry) has a classification task's labels to start from."""
     task = cfg.data.task
+    inits = {"method.init": getattr(cfg.method, "init", None)}
+    inits.update({f"search.methods.{m}.init": (v or {}).get("init") for m, v in cfg.search.methods.items()})
+    for key, init in inits.items():
+        if init == "labels" and not task.is_classification:
+            raise ConfigError(f"{key}='labels' (class-label init) needs a classification task, but task "
+                              f"{task.name!r} is {task.kind}; expected init='vocab' or 'random'")
     allowed = (*task.metrics, "loss")
     if cfg.search.metric is not None and cfg.search.metric not in allowed:
         raise ConfigError(f"search.metric={cfg.search.metric!r} is not reported for task {task.name!r}; "

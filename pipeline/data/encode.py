@@ -109,6 +109,10 @@ class Encoder:
         lead = "" if self.is_seq2seq or self.chat else " "
         return self.tokenizer(lead + text, add_special_tokens=False)["input_ids"]
 
+    def label_tokens(self, task: Task) -> list[list[int]]:
+        """Each label word's tokens as it follows the input (no EOS), in label order; [] unless classification."""
+        return [self.target_tokens(w) for w in task.label_words or ()]
+
     def target_ids(self, text: str) -> list[int]:
         return self.target_tokens(text)[: self.max_target_length - 1] + [self.tokenizer.eos_token_id]
 

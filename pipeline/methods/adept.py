@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +28,7 @@ from pipeline.methods.base import (
     Choice,
     EmbedRows,
     PromptBatch,
+    PromptInit,
     PromptMethod,
     init_short_prompt,
     prepend_prompt,
@@ -50,8 +50,8 @@ class ADePTConfig:
     """Learning rate of the short prompt P (3e-1 or 4e-1 in the reference README)."""
     lr_ffn: float = field(default=1e-4, metadata=bounds(0.0, lo_open=True, units="embedding"))
     """Learning rate of the FFN W1, b1, W2, b2 (1e-4 in the reference README)."""
-    init: Literal["vocab", "random"] = "vocab"
-    """Short prompt init, as PT: 'vocab': sampled vocabulary embeddings; 'random': U(-0.5, 0.5)."""
+    init: PromptInit = "vocab"
+    """Short prompt init, as PT: 'vocab', 'labels' (class labels) or 'random'."""
 
 
 def resolve_rank(cfg: ADePTConfig, d: int) -> int:

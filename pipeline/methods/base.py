@@ -11,7 +11,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -138,15 +138,42 @@ def count_trainable(module: torch.nn.Module) -> int:
     return sum(getattr(p, "ds_numel", p.numel()) for p in module.parameters() if p.requires_grad)
 
 
+PromptInit = Literal["vocab", "random", "labels"]
+"""How a short prompt starts: 'vocab' sampled vocabulary, 'random' U(-0.5, 0.5), 'labels' the class labels."""
+
+
+def init_from_labels(embed_rows: EmbedRows | None, n: int, vocab_size: int, d: int, seed: int) -> Tensor:
+    """(n, d) float32 init: one row per class label, the mean of its tokens' embeddings, the rest sampled vocab.
+
+    Lester et al. 2021, Sec. 3.2 ("class label" init, their best init at every model size they compare): "we
+    initialize the prompt with embeddings that enumerate the output classes ... When a class label is multi-token,
+    we average the token embeddings ... we often run out of class labels before we have initialized all of the
+    prompt tokens. In this case we fall back to our sampled vocab strategy". `embed_rows.label_ids` holds the label
+    words' target tokens (pipeline.data.encode.Encoder.target_tokens), in the task's label order.
+    CHOICE: with more labels than prompt tokens (77 intents, 20 tokens), the first n labels in that order.
+    """
+    if embed_rows is None:
+        return torch.zeros(n, d)
+    words = [ids for ids in getattr(embed_rows, "label_ids", ()) if ids][:n]
+    if not words:
+        raise ValueError("method init='labels' needs a classification task's label words; expected "
+                         "data.task.kind=classification or init='vocab'")
+    rows = torch.stack([embed_rows(torch.tensor(ids)).mean(0) for ids in words])
+    rest = init_from_vocab(embed_rows, n - len(words), vocab_size, d, seed)
+    return torch.cat([rows, rest]).float()
+
+
 def init_short_prompt(init: str, embed_rows: EmbedRows | None, m: int, info: BackboneInfo, seed: int) -> Tensor:
     """(m, d) float32 prompt init, identical to PT's for the same (init, seed), so DePT/ADePT/EPT/LAMP start as PT.
 
-    'vocab': PT's sampled-vocab init (Lester et al. Sec. 2.2); 'random': U(-0.5, 0.5). (DePT's reference code
-    initialises from the text "Classify this text is postive or not:" tiled to m, train.py:198-205; there is no
-    per-task init text here.)
+    'vocab': PT's sampled-vocab init (Lester et al. Sec. 2.2); 'labels': class-label init (Sec. 3.2,
+    `init_from_labels`); 'random': U(-0.5, 0.5). (DePT's reference code initialises from the text "Classify this
+    text is postive or not:" tiled to m, train.py:198-205; there is no per-task init text here.)
     """
     if init == "vocab":
         return init_from_vocab(embed_rows, m, info.vocab_size, info.hidden_size, seed)
+    if init == "labels":
+        return init_from_labels(embed_rows, m, info.vocab_size, info.hidden_size, seed)
     gen = torch.Generator().manual_seed(seed)
     return torch.rand(m, info.hidden_size, generator=gen) - 0.5
 

@@ -29,6 +29,7 @@ from pipeline.methods.base import (
     Choice,
     EmbedRows,
     PromptBatch,
+    PromptInit,
     PromptMethod,
     add_position_offsets,
     init_offset_factors,
@@ -56,8 +57,8 @@ class DePTConfig:
     """Learning rate of the short prompt P (3e-1 or 4e-1 in the released runs)."""
     lr_lowrank: float = field(default=1e-4, metadata=bounds(0.0, lo_open=True, units="embedding"))
     """Learning rate of A and B (1e-4 .. 5e-3 in the released runs)."""
-    init: Literal["vocab", "random"] = "vocab"
-    """Short prompt init, as PT: 'vocab': sampled vocabulary embeddings; 'random': U(-0.5, 0.5)."""
+    init: PromptInit = "vocab"
+    """Short prompt init, as PT: 'vocab', 'labels' (class labels) or 'random'."""
     align: Literal["auto", "start", "end"] = "auto"
     """Which input token gets offset row i: 'start': token i; 'end': counted back from the last source token (the
     reference's left-padded decoder inputs); 'auto': 'end' on decoder-only backbones, 'start' on T5."""

@@ -36,6 +36,7 @@ from pipeline.methods.base import (
     Choice,
     EmbedRows,
     PromptBatch,
+    PromptInit,
     PromptMethod,
     add_position_offsets,
     init_offset_factors,
@@ -74,8 +75,8 @@ class EPTConfig:
     """Learning rate of A and B (DePT's 1e-4 .. 5e-3 grid)."""
     lr_proj: float = field(default=1e-4, metadata=bounds(0.0, lo_open=True, units="embedding"))
     """Learning rate of the projections D_k, U_k and the gate W_g."""
-    init: Literal["vocab", "random"] = "vocab"
-    """Short prompt init, as PT: 'vocab': sampled vocabulary embeddings; 'random': U(-0.5, 0.5)."""
+    init: PromptInit = "vocab"
+    """Short prompt init, as PT: 'vocab', 'labels' (class labels) or 'random'."""
     align: Literal["auto", "start", "end"] = "auto"
     """Offset rows to tokens, as DePT: 'end' counts back from the last source token; 'auto': 'end' on decoders."""
 

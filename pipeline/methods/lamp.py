@@ -20,7 +20,6 @@ Provenance (paper, reference code, choices): docs/methods/lamp.md
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 from torch import nn
@@ -32,6 +31,7 @@ from pipeline.methods.base import (
     EmbedRows,
     LogUniform,
     PromptBatch,
+    PromptInit,
     PromptMethod,
     init_short_prompt,
     prepend_prompt,
@@ -49,8 +49,8 @@ class LAMPConfig:
     """Average-pooling kernel = stride along the prompt length; must divide num_tokens; l/pool tokens are added."""
     lr: float = field(default=1e-2, metadata=bounds(0.0, lo_open=True, units="embedding"))
     """Learning rate of U, q and V (U and V have unit columns on any backbone; q's lr follows the embedding RMS)."""
-    init: Literal["vocab", "random"] = "vocab"
-    """Prompt P0 decomposed at build, as PT: 'vocab': sampled vocabulary embeddings; 'random': U(-0.5, 0.5)."""
+    init: PromptInit = "vocab"
+    """Prompt P0 decomposed at build, as PT: 'vocab', 'labels' (class labels) or 'random'."""
     interactions: bool = True
     """Pairwise products of the rank components (the compressed outer product); False: C = U diag(q) V^T only."""
 

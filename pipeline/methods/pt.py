@@ -13,7 +13,6 @@ Provenance (paper, reference code, choices): docs/methods/pt.md
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 from torch import nn
@@ -25,6 +24,7 @@ from pipeline.methods.base import (
     EmbedRows,
     LogUniform,
     PromptBatch,
+    PromptInit,
     PromptMethod,
     init_short_prompt,
     prepend_prompt,
@@ -38,8 +38,8 @@ class PTConfig:
     """Soft prompt length n (Lester et al. use 100 for their headline results)."""
     lr: float = field(default=0.3, metadata=bounds(0.0, lo_open=True, units="embedding"))
     """Learning rate of the prompt (0.3 in Lester et al. Sec. 3)."""
-    init: Literal["vocab", "random"] = "vocab"
-    """'vocab': sampled vocabulary embeddings (Sec. 2.2); 'random': U(-0.5, 0.5)."""
+    init: PromptInit = "vocab"
+    """'vocab': sampled vocabulary (Sec. 2.2); 'labels': the class labels (Sec. 3.2); 'random': U(-0.5, 0.5)."""
 
 
 @register("pt", PTConfig)

@@ -153,7 +153,13 @@ def run_trial(cfg: ExperimentConfig, ctx: LoopContext, session) -> None:
     torch.manual_seed(cfg.seed)
     ds = ds_config(cfg.train, cfg.backbone.dtype)
     model, tokenizer, info = warm.backbone(cfg.backbone, ds if cfg.train.zero_stage == 3 else None)
-    method = methods.build(cfg.method, info, embedding_rows(model, tokenizer), seed=cfg.seed)
+    d = cfg.data
+    enc = Encoder(tokenizer, info.is_seq2seq, Encoding.of(d))
+    # the same data through the same tokenizer: read and encoded once per process, keyed by the whole data section
+    task, features, val_ex = warm.kept("data", warm.identity_of(asdict(cfg.backbone), asdict(d), cfg.seed),
+                                       lambda: _data(d, enc, cfg.seed))
+    rows = embedding_rows(model, tokenizer, enc.label_tokens(task))  # label tokens: the 'labels' prompt init
+    method = methods.build(cfg.method, info, rows, seed=cfg.seed)
     start_step, restored_dir = _restore_prompt(method, info, session.checkpoint())
     if start_step >= cfg.train.max_steps:
         # Finished before its search driver died, but the restored search had not recorded it: end with the
@@ -161,11 +167,6 @@ def run_trial(cfg: ExperimentConfig, ctx: LoopContext, session) -> None:
         session.report(read_prompt_meta(restored_dir)["metrics"])
         return
 
-    d = cfg.data
-    enc = Encoder(tokenizer, info.is_seq2seq, Encoding.of(d))
-    # the same data through the same tokenizer: read and encoded once per process, keyed by the whole data section
-    task, features, val_ex = warm.kept("data", warm.identity_of(asdict(cfg.backbone), asdict(d), cfg.seed),
-                                       lambda: _data(d, enc, cfg.seed))
     features = features[rank::world]
     engine = build_engine(cfg, PromptedModel(model, method, info.is_seq2seq), method, start_step)
     lrs = _absolute_lrs(engine)
