@@ -41,22 +41,32 @@ def logged_value(client: MlflowClient, run_id: str, metric: str, mode: str) -> f
     Champion decisions use this, never a version's `metric_value` tag: tags are free text that anyone with
     registry write access can set, while the trial's metric history is what the project's training loop recorded.
     """
+    return best_of(_logged_values(client, run_id, metric), mode)
+
+
+def _logged_values(client: MlflowClient, run_id: str, metric: str) -> list[float]:
+    """Every finite value of `metric` in run `run_id`'s history ([] for a deleted or unreadable run)."""
     try:
         values = [m.value for m in client.get_metric_history(run_id, metric)]
     except MlflowException:  # run deleted or unreadable: nothing recorded to compare
-        return None
-    return best_of([v for v in values if math.isfinite(v)], mode)
+        return []
+    return [v for v in values if math.isfinite(v)]
 
 
 def _version_value(client: MlflowClient, mv, metric: str, mode: str, seen: dict) -> float | None:
     """Validated value of version `mv` on `metric` (None: another metric, or nothing valid recorded), cached in
-    `seen` so each version is read and warned about once per registration."""
+    `seen` so each version is read and warned about once per registration.
+
+    A version made before its run was resumed and trained further holds the prompt of that earlier best: its tag
+    counts when it is one of the values the run logged, otherwise the run's logged best does (with a warning)."""
     if mv.tags.get("metric") != metric:
         return None
     key = str(mv.version)
     if key not in seen:
-        seen[key] = value = logged_value(client, mv.run_id, metric, mode) if mv.run_id else None
+        history = _logged_values(client, mv.run_id, metric) if mv.run_id else []
         tag = mv.tags.get("metric_value")
+        at_registration = next((v for v in history if _matches(tag, v)), None)
+        seen[key] = value = at_registration if at_registration is not None else best_of(history, mode)
         if value is None:
             log.warning(f"{mv.name} version {key}: its run {mv.run_id!r} logged no finite {metric}; "
                         "ignored when choosing the champion")
@@ -117,8 +127,9 @@ def register_prompt(client: MlflowClient, name: str, run_id: str, metric: str, v
     """Register run `run_id`'s prompt (as a pyfunc model) as a version of `name` if it beats the champion; move
     `champion` to the best version.
 
-    - Idempotent per search: a version already tagged with this `search_id` is returned, not duplicated
-      (a resumed search registers once).
+    - Idempotent per search result: a version already holding this `search_id`'s run `run_id` at the same logged
+      best is returned, not duplicated (a resumed search registers once); a resumed or extended search whose best
+      has moved since (a later step of the same run, or another trial) is compared like any new result.
     - A result that does not beat the current champion on the same metric is not registered.
     - Every value compared is one a run logged (`logged_value`): run `run_id`'s logged best stands for `value`
       (a warning if they differ; refused if it logged none), and a version whose run recorded nothing valid is
@@ -129,15 +140,15 @@ def register_prompt(client: MlflowClient, name: str, run_id: str, metric: str, v
     """
     search_id = tags.get("search_id")
     versions = f"name = {filter_literal(name)}"  # refuses, in one line, a name no filter string can express
-    for mv in client.search_model_versions(versions) if search_id else []:
-        if mv.tags.get("search_id") == search_id:
-            champ = _champion(client, name)
-            return str(mv.version), champ is not None and str(champ.version) == str(mv.version)
-    _same_task(client, name, versions, tags)
     logged = logged_value(client, run_id, metric, mode)
     if logged is None:
         raise ValueError(f"run {run_id} logged no finite {metric}; a prompt is registered with a value its run "
                          "recorded")
+    for mv in client.search_model_versions(versions) if search_id else []:
+        if (mv.tags.get("search_id"), mv.run_id, mv.tags.get("metric_value")) == (search_id, run_id, repr(logged)):
+            champ = _champion(client, name)
+            return str(mv.version), champ is not None and str(champ.version) == str(mv.version)
+    _same_task(client, name, versions, tags)
     if not math.isclose(logged, value, rel_tol=1e-9, abs_tol=1e-12):
         log.warning(f"run {run_id}: {metric}={value!r} was reported but the run logged {logged!r} at best; "
                     "registering the logged value")

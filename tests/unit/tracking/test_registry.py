@@ -52,11 +52,15 @@ def test_champion_moves_only_on_improvement_and_once_per_search(store):
     _, client, make_run = store
     assert _reg(client, make_run(1), 0.6, "s1") == ("1", True)
     assert _reg(client, make_run(2), 0.5, "s2") == (None, False)  # worse: not registered at all
-    assert _reg(client, make_run(3), 0.7, "s3") == ("2", True)
-    assert _reg(client, make_run(3), 0.7, "s3") == ("2", True)  # resumed search: no duplicate
+    third = make_run(3)
+    assert _reg(client, third, 0.7, "s3") == ("2", True)
+    assert _reg(client, third, 0.7, "s3") == ("2", True)  # resumed search, same best: no duplicate
     versions = client.search_model_versions("name = 'sst2-tiny'")
     assert sorted(str(v.version) for v in versions) == ["1", "2"]
     assert client.get_model_version_by_alias("sst2-tiny", CHAMPION).tags["metric_value"] == "0.7"
+    # resumed and trained further: the same run's later, better prompt becomes a version and the champion
+    assert _reg(client, third, 0.8, "s3") == ("3", True)
+    assert client.get_model_version_by_alias("sst2-tiny", CHAMPION).tags["metric_value"] == "0.8"
 
 
 def test_logging_the_model_keeps_a_pruned_trials_status(store):
