@@ -24,9 +24,47 @@ class ConfigError(ValueError):
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few KiB: a bigger file is a data file or a binary given by mistake
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object names one key twice (JSON parsers keep the last silently)."""
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKeyError(f"key {key!r} appears twice in one object; expected each key once")
+        out[key] = value
+    return out
+
+
+def loads_unique(text: str | bytes) -> Any:
+    """`json.loads`, refusing an object with a repeated key (DuplicateKeyError) instead of keeping the last."""
+    import json
+
+    return json.loads(text, object_pairs_hook=_unique_pairs)
+
+
 class _Loader(yaml.SafeLoader):
     """YAML 1.1 as PyYAML reads it, plus the exponent floats YAML 1.2 and Python read (1e-4, 5E-3, +3e2), which
-    YAML 1.1 leaves as strings: learning rates are written that way."""
+    YAML 1.1 leaves as strings: learning rates are written that way. A mapping that names a key twice is an
+    error (PyYAML keeps the last: a second `train:` section would replace the first whole)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class says so
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (first at line {first}); expected each key once",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
 
 
 _DIGITS = r"[0-9](?:_?[0-9])*"  # Python's float(): an underscore only between digits

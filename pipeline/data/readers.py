@@ -13,6 +13,8 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from pipeline.schema import DuplicateKeyError, loads_unique
+
 Row = tuple[int, dict]  # (1-based line number, raw row)
 # Longest line read: GLUE/SuperGLUE examples are a few KiB (MultiRC paragraphs the longest); memory stays
 # bounded whatever a file holds.
@@ -47,7 +49,9 @@ def _read_jsonl(path: Path) -> Iterator[Row]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = loads_unique(line)
+        except DuplicateKeyError as err:
+            raise ValueError(f"{path}:{line_no}: {err}") from None
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}:{line_no}: invalid JSON ({err.msg})") from None
         except RecursionError:
@@ -68,6 +72,10 @@ def _read_delimited(path: Path, **dialect) -> Iterator[Row]:
 
     reader = csv.DictReader(lines(), **dialect)
     kind = "TSV" if dialect.get("delimiter") == "\t" else "CSV"
+    try:
+        _unique_columns(path, reader.fieldnames or ())  # DictReader keeps the last of two same-named columns
+    except csv.Error as err:
+        raise ValueError(f"{path}:1: the header is not valid {kind} ({err})") from None
     for count in itertools.count(1):
         try:
             row = next(reader)
@@ -88,6 +96,15 @@ def _read_delimited(path: Path, **dialect) -> Iterator[Row]:
         yield reader.line_num, row
 
 
+def _unique_columns(path: Path, names) -> None:
+    """A header naming one column twice is an error naming it (readers would keep one of them silently)."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{path}:1: the header names column {name!r} twice; expected each column once")
+        seen.add(name)
+
+
 def _read_csv(path: Path) -> Iterator[Row]:
     return _read_delimited(path)
 
@@ -106,6 +123,7 @@ def _read_parquet(path: Path) -> Iterator[Row]:
         handle = pq.ParquetFile(path)
     except Exception as e:  # ArrowInvalid and friends: not a Parquet file
         raise ValueError(f"{path}: not a valid Parquet file ({str(e).splitlines()[0]})") from None
+    _unique_columns(path, handle.schema_arrow.names)
     number = 0
     for batch in handle.iter_batches(batch_size=4096):
         for row in batch.to_pylist():

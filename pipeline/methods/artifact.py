@@ -32,7 +32,7 @@ from pipeline.data.builtin import task_from
 from pipeline.data.encode import Encoding
 from pipeline.data.tasks import Task
 from pipeline.methods.base import BackboneInfo
-from pipeline.schema import ConfigError, build_dataclass
+from pipeline.schema import ConfigError, DuplicateKeyError, build_dataclass, loads_unique
 
 CONFIG_FILE = "prompt_config.json"
 TENSORS_FILE = "prompt.safetensors"
@@ -107,8 +107,8 @@ def read_prompt_meta(prompt_dir: str | Path) -> dict:
     if size > MAX_CONFIG_BYTES:
         raise PromptArtifactError(f"{cfg_path} is {size} bytes; expected a small JSON file (<= {MAX_CONFIG_BYTES})")
     try:
-        meta = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: absurdly nested
+        meta = loads_unique(cfg_path.read_text())
+    except (ValueError, RecursionError) as e:  # bad JSON, a repeated key, not UTF-8; RecursionError: absurdly nested
         raise PromptArtifactError(f"{cfg_path} is not valid JSON ({getattr(e, 'msg', None) or e})") from None
     _check_meta(meta, cfg_path)
     digest = file_sha256(tensors_path)
@@ -233,8 +233,10 @@ def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
                       f"(and at most {MAX_HEADER_BYTES})")
         raw = f.read(n)
     try:
-        header = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        header = loads_unique(raw)
+    except DuplicateKeyError as e:
+        raise bad(f"its header is not valid: {e}") from None
+    except (ValueError, RecursionError):  # JSONDecodeError, undecodable bytes
         raise bad("its header is not valid JSON") from None
     if not isinstance(header, dict):
         raise bad(f"its header is a JSON {_type(header)}; expected an object")

@@ -161,3 +161,20 @@ def test_cli_refuses_a_binary_config_in_one_line_before_anything_runs(tmp_path):
                           capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: config file 'bad.yaml' is binary") and proc.stderr.count("\n") == 1
+
+
+def test_a_section_or_key_given_twice_is_refused_naming_both_lines(tmp_path):
+    """PyYAML keeps the last of two `train:` sections: 24 steps would silently become the default 1,000."""
+    path = tmp_path / "twice.yaml"
+    path.write_text("train:\n  max_steps: 24\nmethod:\n  name: pt\ntrain:\n  eval_every: 5\n")
+    with pytest.raises(ConfigError, match=r"key 'train' given twice \(first at line 1\); expected each key once "
+                                          r"at line 5, column 1"):
+        load_config(path)
+    path.write_text("train:\n  max_steps: 24\n  max_steps: 1000\n")
+    with pytest.raises(ConfigError, match=r"key 'max_steps' given twice \(first at line 2\)"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"override 'train={a: 1, a: 2}'.*key 'a' given twice"):
+        load_config(None, ["train={a: 1, a: 2}"])
+    path.write_text("base: &b {max_steps: 24}\ntrain:\n  <<: *b\n  eval_every: 5\n")  # a merge is not a repeat
+    with pytest.raises(ConfigError, match="unknown key 'base'"):
+        load_config(path)

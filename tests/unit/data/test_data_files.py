@@ -132,3 +132,27 @@ def test_cli_huge_field_and_binary_data_are_one_error_line(home):  # noqa: F811 
           "data.train_file: ", "huge.tsv:3: row 2 is not valid TSV (field larger than field limit (131072))")
     (home / "data" / "bin.tsv").write_bytes(bytes((i * 167 + 13) % 256 for i in range(4096)))
     fails(["evaluate", "exp.yaml", "--file", "data/bin.tsv"], "bin.tsv:1: not UTF-8 text")
+
+
+@pytest.mark.parametrize("suffix", [".tsv", ".csv", ".parquet"])
+def test_a_header_naming_one_column_twice_is_refused(tmp_path, suffix):
+    """csv.DictReader (and a Parquet row dict) keep the last of two same-named columns: training would read it."""
+    path = tmp_path / f"twice{suffix}"
+    if suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table([pa.array(["a"]), pa.array([1]), pa.array(["b"])],
+                                names=["sentence", "label", "sentence"]), path)
+    else:
+        sep = "\t" if suffix == ".tsv" else ","
+        path.write_text(sep.join(["sentence", "label", "sentence"]) + "\n" + sep.join(["a", "1", "b"]) + "\n")
+    both_fail(SST2, path, rf"{path}:1: the header names column 'sentence' twice; expected each column once")
+
+
+def test_a_jsonl_row_naming_one_key_twice_is_refused_by_line(tmp_path):
+    path = rte_jsonl(tmp_path / "rte.jsonl", 5)
+    lines = path.read_text().splitlines()
+    lines[3] = '{"idx": 3, "sentence1": "a", "sentence2": "b", "label": 0, "label": 1}'
+    path.write_text("\n".join(lines) + "\n")
+    both_fail(RTE, path, rf"{path}:4: key 'label' appears twice in one object; expected each key once")

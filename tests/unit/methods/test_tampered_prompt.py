@@ -265,3 +265,18 @@ def test_cli_refuses_a_tampered_artifact_in_one_line_exit_2(servable, tmp_path, 
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(servable) in lines[0], proc.stderr[-2000:]
     assert match in lines[0]
+
+
+def test_g_a_key_given_twice_in_the_config_or_the_tensor_header_is_refused(saved):
+    """json.loads keeps the last of two same-named keys: a tamperer's second 'method' would win silently."""
+    text = (saved / CONFIG_FILE).read_text()
+    (saved / CONFIG_FILE).write_text(text.replace('{', '{"step": 1, "step": 2, ', 1))
+    _refused(saved, r"prompt_config.json is not valid JSON \(key 'step' appears twice in one object")
+    data = (saved / TENSORS_FILE).read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    entry = json.dumps(json.loads(data[8: 8 + n])["prompt"])
+    raw = data[8: 8 + n].replace(b'"prompt":', f'"prompt": {entry}, "prompt":'.encode(), 1)
+    (saved / TENSORS_FILE).write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n:])
+    _rehash(saved)
+    _refused(saved, r"prompt.safetensors is not a valid safetensors file: its header is not valid: key 'prompt' "
+                    r"appears twice")
