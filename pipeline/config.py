@@ -21,6 +21,7 @@ from pipeline.schema import (  # noqa: F401  (re-exported: methods and tests imp
     bounds,
     build_dataclass,
     parse_override,
+    plain_name,
     read_yaml,
 )
 
@@ -159,14 +160,14 @@ class TrackingConfig:
     """MLflow experiment name."""
     register: bool = True
     """Register the best prompt in the Model Registry with alias 'champion'."""
-    model_name: str | None = None
-    """Registered model name; None derives '<task>-<backbone basename>'."""
+    model_name: str | None = field(default=None, metadata=plain_name("names a registered model"))
+    """Registered model name (one plain name); None derives '<task>-<backbone basename>'."""
 
 
 @dataclass
 class ExperimentConfig:
-    name: str = "promptfarm"
-    """Search name: Ray Tune experiment dir and MLflow parent run name."""
+    name: str = field(default="promptfarm", metadata=plain_name("names the search's folder under storage_path"))
+    """Search name (one plain name): Ray Tune experiment dir and MLflow parent run name."""
     seed: int = 0
     """Seed for prompt init and data order."""
     storage_path: str = "./ray_results"

@@ -89,6 +89,22 @@ def bounds(lo: float | None = None, hi: float | None = None, *, lo_open: bool = 
     return meta
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def plain_name(becomes: str) -> dict:
+    """Field metadata: the value is one plain name (letters, digits, '-', '_', '.'; at most 128), because it
+    `becomes` a path component or a registry name (say which, for the error)."""
+    return {"plain_name": becomes}
+
+
+def check_plain_name(value: Any, key: str, becomes: str) -> None:
+    """ConfigError unless `value` is one plain name: no '/', no '..', not empty, not absolute."""
+    if not isinstance(value, str) or not _PLAIN_NAME.fullmatch(value) or ".." in value:
+        raise ConfigError(f"{key}={value!r} is not a plain name; expected letters, digits, '-', '_' and '.' "
+                          f"(at most 128, no '..'), since it {becomes}")
+
+
 def build_dataclass(cls: type, raw: Any, prefix: str) -> Any:
     """Instantiate dataclass `cls` from `raw`, checking keys, types and ranges recursively."""
     if not isinstance(raw, dict):
@@ -101,6 +117,9 @@ def build_dataclass(cls: type, raw: Any, prefix: str) -> Any:
     kwargs = {}
     for key, value in raw.items():
         kwargs[key] = _check(hints[key], value, prefix + key, fields[key].metadata)
+        becomes = fields[key].metadata.get("plain_name")
+        if becomes and kwargs[key] is not None:
+            check_plain_name(kwargs[key], prefix + key, becomes)
     return cls(**kwargs)
 
 

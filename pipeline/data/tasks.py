@@ -25,10 +25,9 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pipeline.schema import ConfigError, bounds
+from pipeline.schema import ConfigError, bounds, check_plain_name
 
 _FLOAT_RE = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)")
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Punctuation a decoder tends to tack onto a label word ("positive." / "true,").
 _TRAILING_PUNCT = ".,;:!?\"'"
 KIND_METRICS = {
@@ -79,9 +78,7 @@ class Task:
 
     def __post_init__(self) -> None:
         fix = object.__setattr__  # frozen: normalise once here
-        if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name) or ".." in self.name:
-            raise ConfigError(f"data.task.name={self.name!r} is not a plain name; expected letters, digits, '-', "
-                              "'_' and '.' (it names the registered model)")
+        check_plain_name(self.name, "data.task.name", "names the registered model")
         fields = template_fields(self.template, self.name)
         fix(self, "metrics", tuple(self.metrics) or KIND_METRICS[self.kind])
         fix(self, "metric", self.metric or self.metrics[0])

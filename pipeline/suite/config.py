@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import ConfigError, ExperimentConfig, bounds, build_dataclass, read_yaml
-from pipeline.schema import apply_overrides
+from pipeline.schema import apply_overrides, plain_name
 
 
 @dataclass
 class SuiteTask:
-    name: str
-    """Column name in the table; unique within the suite; also the task search's id suffix."""
+    name: str = field(metadata=plain_name("ends the task search's id, a folder under storage_path"))
+    """Column name in the table (one plain name); unique within the suite; also the task search's id suffix."""
     data: dict[str, Any] = field(default_factory=dict)
     """The task's `data` section (task, train_file, validation_file = selection split, max_eval_samples, ...)."""
     report_file: str | None = None
@@ -29,8 +29,8 @@ class SuiteTask:
 
 @dataclass
 class SuiteConfig:
-    name: str = "suite"
-    """Suite name: the suite id's prefix and (with tracking_experiment unset) its MLflow experiment."""
+    name: str = field(default="suite", metadata=plain_name("begins the suite id, a folder under storage_path"))
+    """Suite name (one plain name): the suite id's prefix and (with tracking_experiment unset) its MLflow experiment."""
     experiment: str | None = None
     """Base experiment YAML every task starts from (backbone, train, search, tracking); None: all defaults."""
     overrides: list[str] = field(default_factory=list)

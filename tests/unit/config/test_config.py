@@ -178,3 +178,25 @@ def test_a_section_or_key_given_twice_is_refused_naming_both_lines(tmp_path):
     path.write_text("base: &b {max_steps: 24}\ntrain:\n  <<: *b\n  eval_every: 5\n")  # a merge is not a repeat
     with pytest.raises(ConfigError, match="unknown key 'base'"):
         load_config(path)
+
+
+@pytest.mark.parametrize("key", ["name", "tracking.model_name"])
+@pytest.mark.parametrize("value", ["../esc", "a/b", "/abs", "", ".hidden", "x" * 129])
+def test_a_name_that_becomes_a_path_or_registry_name_is_one_plain_name(key, value):
+    """`name=../esc` put the experiment outside storage_path; `tracking.model_name=team/sst2` failed in MLflow
+    only after the whole search. Both are refused at load."""
+    with pytest.raises(ConfigError, match=rf"{key}='.*' is not a plain name; expected letters, digits"):
+        load_config(None, [f"{key}={value!r}"])
+    assert load_config(None, [f"{key}=team-sst2_v1.2"])
+
+
+def test_suite_and_suite_task_names_are_plain_names(tmp_path):
+    from pipeline.suite.config import load_suite_config
+
+    path = tmp_path / "suite.yaml"
+    path.write_text("name: ok\ntasks:\n  - name: ../up\n    data: {task: sst2}\n")
+    with pytest.raises(ConfigError, match=r"tasks.*name='../up' is not a plain name"):
+        load_suite_config(path)
+    path.write_text("name: a/b\ntasks:\n  - name: sst2\n    data: {task: sst2}\n")
+    with pytest.raises(ConfigError, match=r"name='a/b' is not a plain name"):
+        load_suite_config(path)
