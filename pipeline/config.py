@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.data.builtin import get_task, task_from
+from pipeline.data.encode import MAX_SEPARATOR_CHARS
 from pipeline.data.tasks import Task
 from pipeline.schema import (  # noqa: F401  (re-exported: methods and tests import them from here)
     ConfigError,
     apply_overrides,
     bounds,
     build_dataclass,
+    max_chars,
     parse_override,
     plain_name,
     read_yaml,
@@ -69,7 +71,7 @@ class DataConfig:
     """Maximum input length in tokens before the prompt is added."""
     max_target_length: int = field(default=8, metadata=bounds(1))
     """Maximum target length in tokens, EOS included (label words, numbers, generation targets)."""
-    decoder_separator: str = " Label :"
+    decoder_separator: str = field(default=" Label :", metadata=max_chars(MAX_SEPARATOR_CHARS))
     """Decoder-only backbones: text put between the source and the label (the DePT/ADePT references' template);
     recorded with the prompt, so prediction encodes the same way."""
     chat_template: bool = False

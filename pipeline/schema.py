@@ -105,6 +105,12 @@ def check_plain_name(value: Any, key: str, becomes: str) -> None:
                           f"(at most 128, no '..'), since it {becomes}")
 
 
+def max_chars(n: int) -> dict:
+    """Field metadata: a string of at most `n` characters (a separator is a few; a recorded one of 1 MB is an
+    attack on every allocation sized by it)."""
+    return {"max_chars": n}
+
+
 def build_dataclass(cls: type, raw: Any, prefix: str) -> Any:
     """Instantiate dataclass `cls` from `raw`, checking keys, types and ranges recursively."""
     if not isinstance(raw, dict):
@@ -117,9 +123,11 @@ def build_dataclass(cls: type, raw: Any, prefix: str) -> Any:
     kwargs = {}
     for key, value in raw.items():
         kwargs[key] = _check(hints[key], value, prefix + key, fields[key].metadata)
-        becomes = fields[key].metadata.get("plain_name")
-        if becomes and kwargs[key] is not None:
-            check_plain_name(kwargs[key], prefix + key, becomes)
+        meta, value = fields[key].metadata, kwargs[key]
+        if meta.get("plain_name") and value is not None:
+            check_plain_name(value, prefix + key, meta["plain_name"])
+        if isinstance(value, str) and len(value) > meta.get("max_chars", len(value)):
+            raise ConfigError(f"{prefix}{key} is {len(value)} characters long; expected at most {meta['max_chars']}")
     return cls(**kwargs)
 
 

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 import torch
 
 from pipeline.data.tasks import Task
-from pipeline.schema import bounds
+from pipeline.schema import bounds, max_chars
 
+MAX_SEPARATOR_CHARS = 256  # a separator is a few characters; each one is tokenised into every input
 _SLOT = "\x00PROMPTFARM-INPUT\x00"  # stands for the input while the chat template is rendered around it
 
 
@@ -35,7 +36,7 @@ class Encoding:
     """Maximum input length in tokens before the prompt is added (the input is cut from the right)."""
     max_target_length: int = field(default=8, metadata=bounds(1))
     """Maximum target length in tokens, EOS included (label words, generated numbers, generation targets)."""
-    decoder_separator: str = " Label :"
+    decoder_separator: str = field(default=" Label :", metadata=max_chars(MAX_SEPARATOR_CHARS))
     """Decoder-only: text between the input and the target (the DePT/ADePT references' template)."""
     chat_template: bool = False
     """Decoder-only: wrap the input in the tokenizer's chat template as one user turn, the target as the

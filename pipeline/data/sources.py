@@ -71,6 +71,13 @@ def _coerce_label(value: object, task: Task, where: str) -> int | float:
     return number
 
 
+def _type_of(value: object) -> str:
+    """JSON's name for a decoded value's type (a null, a number, a list, an object)."""
+    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", list: "a list",
+             dict: "an object"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
 def _rows(path: Path, task: Task) -> Iterator[tuple[str, dict]]:
     """(where, row) of a local file, columns renamed and present; labels not yet coerced."""
     required = (*task.text_fields, task.answer_column)
@@ -86,17 +93,18 @@ def _rows(path: Path, task: Task) -> Iterator[tuple[str, dict]]:
 
 def _normalise(row: dict, task: Task, where: str) -> dict:
     row = dict(row)
-    for name in task.text_fields:
-        if isinstance(row[name], str):
-            row[name] = row[name].strip()  # SST-2 sentences end with a space; keep what the model sees clean
-    if not any(str(row[name]).strip() for name in task.text_fields if row[name] is not None):
+    texts = (*task.text_fields, task.target_column) if task.kind == "generation" else task.text_fields
+    for name in texts:
+        if not isinstance(row[name], str):  # JSONL / Parquet: null, a number, a list would render as its str()
+            raise ValueError(f"{where}: column {name!r} holds {_type_of(row[name])} {str(row[name])[:40]!r}; "
+                             "expected text (a string)")
+        row[name] = row[name].strip()  # SST-2 sentences end with a space; keep what the model sees clean
+    if not any(row[name] for name in task.text_fields):
         raise ValueError(f"{where}: empty input (the columns {', '.join(task.text_fields)} are all empty); "
                          "expected text to render the template with")
     if task.kind == "generation":
-        target = row[task.target_column]
-        if target is None or not str(target).strip():
+        if not row[task.target_column]:
             raise ValueError(f"{where}: empty target in column {task.target_column!r}; expected the text to generate")
-        row[task.target_column] = str(target).strip()
     else:
         row[task.label_column] = _coerce_label(row[task.label_column], task, where)
     for name in _INT_COLUMNS:

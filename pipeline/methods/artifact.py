@@ -48,8 +48,15 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 LEGACY_ENCODING = Encoding(max_length=256, max_target_length=8, decoder_separator="")
 # Older artifacts record the backbone's dtype (a string) in their `encoding`; it now sits in `backbone`.
 _LEGACY_DTYPE = "dtype"
+_DTYPE_CODE = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", torch.bfloat16: "BF16",
+               torch.int64: "I64", torch.int32: "I32", torch.bool: "BOOL"}  # torch dtype -> safetensors code
 _DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
                 "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+# Largest |value| a stored prompt tensor may hold. Adam moves a weight by about lr per step, so thousands of steps
+# at lr <= 1 stay far below; embeddings are O(0.01-1). A bigger value is a corrupt or hostile file.
+MAX_ABS_WEIGHT = 1e4
 
 
 class PromptArtifactError(ValueError):
@@ -214,10 +221,13 @@ def backbone_info(raw: Any, cfg_path: Path | str = CONFIG_FILE) -> BackboneInfo:
     return info
 
 
-def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Tensor name -> shape from the safetensors header of `path`, checked against the file's real size first:
-    header length within the file, every entry's dtype known, its bytes (dtype size x numel) exactly its data
-    span, and the spans tiling the data without gap or overlap. Reads the header only, never more than it is."""
+Header = dict[str, tuple[tuple[int, ...], str]]  # tensor name -> (shape, safetensors dtype code such as 'F32')
+
+
+def tensor_header(path: Path) -> Header:
+    """Tensor name -> (shape, dtype code) from the safetensors header of `path`, checked against the file's real
+    size first: header length within the file, every entry's dtype known, its bytes (dtype size x numel) exactly its
+    data span, and the spans tiling the data without gap or overlap. Reads the header only, never more than it is."""
     size = path.stat().st_size
 
     def bad(why: str) -> PromptArtifactError:
@@ -260,7 +270,7 @@ def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
             raise bad(f"tensor {name!r} claims shape {shape} of {dtype} ({claimed} bytes) but spans "
                       f"{offsets[1] - offsets[0]} bytes")
         spans.append((offsets[0], offsets[1], name))
-        shapes[name] = tuple(shape)
+        shapes[name] = (tuple(shape), dtype)
     end = 0
     for begin, stop, name in sorted(spans):
         if begin != end:
@@ -281,15 +291,15 @@ def method_config_from_meta(meta: dict, where: str | Path = CONFIG_FILE) -> Any:
         raise PromptArtifactError(f"{where} of method {meta['method']!r}: {e}") from None
 
 
-def expected_shapes(cfg: Any, info: BackboneInfo, where: str | Path = CONFIG_FILE) -> dict[str, tuple[int, ...]]:
-    """Tensor name -> shape the method configured by `cfg` holds over `info`, from a build on the meta device
-    (shapes only, no storage: a config claiming a huge prompt allocates nothing here)."""
+def expected_header(cfg: Any, info: BackboneInfo, where: str | Path = CONFIG_FILE) -> Header:
+    """Tensor name -> (shape, dtype code) the method configured by `cfg` holds over `info`, from a build on the meta
+    device (no storage: a config claiming a huge prompt allocates nothing here)."""
     try:
         with torch.device("meta"):
             module = methods.build(cfg, info)
     except (ValueError, RuntimeError) as e:  # e.g. LAMP's rank above min(num_tokens, hidden_size)
         raise PromptArtifactError(f"{where} of method {methods.name_of(cfg)!r}: {str(e).splitlines()[0]}") from None
-    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    return {k: (tuple(v.shape), _DTYPE_CODE.get(v.dtype, str(v.dtype))) for k, v in module.state_dict().items()}
 
 
 def _checked_config(meta: dict, info: BackboneInfo, prompt_dir: str | Path) -> Any:
@@ -299,10 +309,15 @@ def _checked_config(meta: dict, info: BackboneInfo, prompt_dir: str | Path) -> A
     # Compared before anything real is built: the header was checked against the file size, so once the shapes
     # agree the method allocates no more than the file actually holds.
     tensors_path = Path(prompt_dir) / TENSORS_FILE
-    expected, got = expected_shapes(cfg, info, cfg_path), tensor_shapes(tensors_path)
-    if expected != got:
-        raise PromptArtifactError(f"{tensors_path} holds tensors {str(got)[:200]}; expected the shapes "
-                                  f"{str(expected)[:200]} of method {meta['method']!r} as {CONFIG_FILE} configures it")
+    expected, got = expected_header(cfg, info, cfg_path), tensor_header(tensors_path)
+    shapes, want = {k: v[0] for k, v in got.items()}, {k: v[0] for k, v in expected.items()}
+    if shapes != want:
+        raise PromptArtifactError(f"{tensors_path} holds tensors {str(shapes)[:200]}; expected the shapes "
+                                  f"{str(want)[:200]} of method {meta['method']!r} as {CONFIG_FILE} configures it")
+    for name, (_, dtype) in got.items():  # load_state_dict would cast F16/I32/BOOL values silently
+        if dtype != expected[name][1]:
+            raise PromptArtifactError(f"{tensors_path}: tensor {name!r} is {dtype}; expected {expected[name][1]}, "
+                                      "the dtype the method saves")
     return cfg
 
 
@@ -326,7 +341,18 @@ def load_prompt(prompt_dir: str | Path, info: BackboneInfo, meta: dict | None = 
     method = methods.build(_checked_config(meta, info, prompt_dir), info)  # sized as the checked header
     tensors_path = Path(prompt_dir) / TENSORS_FILE
     try:
-        method.load_state_dict(load_file(str(tensors_path)))
+        state = load_file(str(tensors_path))
     except SafetensorError as e:  # anything safetensors checks beyond the header checks above
         raise PromptArtifactError(f"{tensors_path} is not a valid safetensors file: {e}") from None
+    _check_values(state, tensors_path)
+    method.load_state_dict(state)
     return method, meta
+
+
+def _check_values(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Finite values of plausible size: an all-NaN prompt predicts one label for everything, 1e38 overflows the
+    forward."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(tensor.abs().le(MAX_ABS_WEIGHT).all()):  # NaN fails le too
+            raise PromptArtifactError(f"{path}: tensor {name!r} holds NaN, infinite or absurd values (beyond "
+                                      f"{MAX_ABS_WEIGHT:g}); expected trained prompt weights")

@@ -156,3 +156,16 @@ def test_a_jsonl_row_naming_one_key_twice_is_refused_by_line(tmp_path):
     lines[3] = '{"idx": 3, "sentence1": "a", "sentence2": "b", "label": 0, "label": 1}'
     path.write_text("\n".join(lines) + "\n")
     both_fail(RTE, path, rf"{path}:4: key 'label' appears twice in one object; expected each key once")
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    (None, "null 'None'"), (3, "a number '3'"), (["a"], "a list \"\\['a'\\]\""), ({"t": 1}, "an object"),
+    (True, "a boolean"),
+])
+def test_a_jsonl_text_field_that_is_not_a_string_is_refused_by_line(tmp_path, value, shown):
+    """Rendered through the template it would be scored as the text 'None', '3', "['a']"."""
+    path = rte_jsonl(tmp_path / "rte.jsonl", 5)
+    lines = path.read_text().splitlines()
+    lines[2] = json.dumps({"idx": 2, "sentence1": value, "sentence2": "b", "label": 0})
+    path.write_text("\n".join(lines) + "\n")
+    both_fail(RTE, path, rf"{path}:3: column 'sentence1' holds {shown}.*; expected text \(a string\)")

@@ -280,3 +280,40 @@ def test_g_a_key_given_twice_in_the_config_or_the_tensor_header_is_refused(saved
     _rehash(saved)
     _refused(saved, r"prompt.safetensors is not a valid safetensors file: its header is not valid: key 'prompt' "
                     r"appears twice")
+
+
+@pytest.mark.parametrize(("edit", "match"), [
+    pytest.param(lambda t: t.half(), r"tensor 'prompt' is F16; expected F32, the dtype the method saves", id="f16"),
+    pytest.param(lambda t: t.int(), r"tensor 'prompt' is I32; expected F32", id="i32"),
+    pytest.param(lambda t: t.bool(), r"tensor 'prompt' is BOOL; expected F32", id="bool"),
+])
+def test_h_a_header_claiming_another_dtype_is_refused_before_loading(saved, edit, match):
+    """A self-consistent file (header, hash) that load_state_dict would cast to float32 without a word."""
+    _resave(saved, edit)
+    _refused(saved, match)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1e38])
+def test_h_stored_values_must_be_finite_and_plausible(saved, value):
+    """NaN weights predict one label for every input; 1e38 overflows the forward. Values are read to be checked,
+    so this is the one refusal after safetensors' loader (the header and shapes passed)."""
+    _resave(saved, lambda t: torch.full_like(t, value))
+    before = {p.name: p.read_bytes() for p in saved.iterdir()}
+    with pytest.raises(PromptArtifactError, match=r"tensor 'prompt' holds NaN, infinite or absurd values "
+                                                  r"\(beyond 10000\); expected trained prompt weights"):
+        load_prompt(saved, INFO)
+    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
+
+
+def _resave(d, edit) -> None:
+    """Write the artifact's tensors again through `edit`, as a tamperer would (valid header), and rehash."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(d / TENSORS_FILE))
+    save_file({k: edit(v).contiguous() for k, v in state.items()}, str(d / TENSORS_FILE))
+    _rehash(d)
+
+
+def test_h_a_recorded_separator_is_bounded(saved):
+    _tamper_json(saved, "encoding.decoder_separator", "x" * 300)
+    _refused(saved, r"encoding.decoder_separator is 300 characters long; expected at most 256")
