@@ -216,9 +216,7 @@ def pull_pinned(name_or_uri: str, out: str | Path, alias: str = CHAMPION, tracki
     """
     import tempfile
 
-    import mlflow
-
-    from pipeline.methods.artifact import CONFIG_FILE, PromptArtifactError, read_prompt_meta
+    from pipeline.methods.artifact import PromptArtifactError, read_prompt_meta
 
     if version is not None and not str(version).isdigit():
         raise ValueError(f"version {version!r} is not a registry version; expected a number such as 3")
@@ -232,13 +230,10 @@ def pull_pinned(name_or_uri: str, out: str | Path, alias: str = CHAMPION, tracki
         client = mlflow_client(tracking_uri)
         mv = client.get_model_version(name_or_uri, str(version)) if version is not None else \
             client.get_model_version_by_alias(name_or_uri, alias)
-        # a tracking server's REST reply leaves model_id empty; the source 'models:/m-<id>' still names the model
-        model_id = mv.model_id or (mv.source.removeprefix("models:/") if mv.source.startswith("models:/m-") else None)
-        uri, pulled = (client.get_logged_model(model_id).artifact_location if model_id else mv.source), str(mv.version)
+        uri, pulled = _version_source(client, mv), str(mv.version)
     out = Path(out)
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri))
-        src = local if (local / CONFIG_FILE).is_file() else local / "artifacts" / "prompt"
+        src = _download_prompt(uri, Path(tmp), tracking_uri)
         read_prompt_meta(src)  # refuse a corrupt download before it replaces anything in `out`
         digest = prompt_digest(src)
         if sha256 is not None and digest != sha256.lower():
@@ -248,6 +243,46 @@ def pull_pinned(name_or_uri: str, out: str | Path, alias: str = CHAMPION, tracki
         _install(src, out)
     read_prompt_meta(out)
     return out, pulled, digest
+
+
+def _version_source(client: MlflowClient, mv) -> str:
+    """Where version `mv`'s prompt lives: its logged model's artifacts, a models:/ or runs:/ URI, or a path under
+    its run's artifact root. Any other source (`file:///etc`, which a sqlite registry accepts) is refused before
+    anything is read from it."""
+    # a tracking server's REST reply leaves model_id empty; the source 'models:/m-<id>' still names the model
+    model_id = mv.model_id or (mv.source.removeprefix("models:/") if mv.source.startswith("models:/m-") else None)
+    if model_id:
+        return client.get_logged_model(model_id).artifact_location
+    source = mv.source or ""
+    if source.startswith(("runs:/", "models:/")):
+        return source
+    root = client.get_run(mv.run_id).info.artifact_uri.rstrip("/") if mv.run_id else None
+    if root and source.startswith(root + "/"):
+        return source
+    raise ValueError(f"{mv.name} version {mv.version} has source {source[:100]!r}, outside this tracking store's "
+                     "artifacts; expected a prompt registered by promptfarm (a models:/ or runs:/ source)")
+
+
+def _download_prompt(uri: str, tmp: Path, tracking_uri: str | None) -> Path:
+    """Download only the two prompt files at `uri` (a plain prompt directory, or a pyfunc model holding one under
+    artifacts/prompt/) into `tmp`; return the folder that holds them."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.methods.artifact import CONFIG_FILE, TENSORS_FILE, PromptArtifactError
+
+    for sub in ("", "artifacts/prompt/"):
+        dst = tmp / (sub.strip("/").replace("/", "-") or "plain")
+        dst.mkdir()
+        try:
+            for name in (CONFIG_FILE, TENSORS_FILE):
+                mlflow.artifacts.download_artifacts(artifact_uri=f"{uri.rstrip('/')}/{sub}{name}", dst_path=str(dst),
+                                                    tracking_uri=tracking_uri)
+        except (MlflowException, OSError):
+            continue
+        return dst
+    raise PromptArtifactError(f"{uri} holds no prompt ({CONFIG_FILE} and {TENSORS_FILE}); expected a prompt "
+                              "registered or logged by promptfarm")
 
 
 def _install(src: Path, out: Path) -> None:

@@ -118,3 +118,41 @@ def test_pull_replaces_symlinks_in_out_instead_of_writing_through_them(store, tm
     assert all(target.read_bytes() == b"not yours" for target in outside.values())
     assert not any((out / f).is_symlink() for f in outside)
     assert read_prompt_meta(out)["method"] == "pt"
+
+
+def test_a_version_whose_source_is_a_local_path_outside_the_store_is_refused_before_reading(store, tmp_path):
+    """A sqlite registry accepts source='file:///etc'; pull copied that directory before refusing it."""
+    _, client, make_run = store
+    secret = tmp_path / "elsewhere"
+    secret.mkdir()
+    (secret / "private.key").write_text("k")
+    real = make_run(1)
+    import shutil
+
+    shutil.copytree(tmp_path / "prompt-1", secret, dirs_exist_ok=True)  # even a valid prompt there is not pulled
+    client.create_registered_model("m")
+    client.create_model_version("m", source=secret.as_uri(), run_id=real)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"m version 1 has source 'file://.*elsewhere', outside this tracking "
+                                         r"store's artifacts; expected a prompt registered by promptfarm"):
+        pull("m", out, version="1", tracking_uri=store[0])
+    assert not out.exists()
+
+
+def test_a_pull_downloads_only_the_two_prompt_files(store, tmp_path, monkeypatch):
+    """Whatever else sits beside the prompt (here a notes file; in an attack, a whole directory) is never read."""
+    import mlflow
+
+    uri, client, make_run = store
+    run = make_run(1)
+    client.log_text(run, "not a prompt file", "prompt/notes.txt")
+    asked, real = [], mlflow.artifacts.download_artifacts
+
+    def spy(**kw):
+        asked.append(kw["artifact_uri"])
+        return real(**kw)
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", spy)
+    out = pull(f"runs:/{run}/prompt", tmp_path / "out", tracking_uri=uri)
+    assert sorted(p.name for p in out.iterdir()) == sorted([CONFIG_FILE, TENSORS_FILE])
+    assert sorted(asked) == sorted(f"runs:/{run}/prompt/{f}" for f in (CONFIG_FILE, TENSORS_FILE))
