@@ -96,7 +96,8 @@ def _best_version(client: MlflowClient, name: str, metric: str, mode: str, seen:
 
 
 def log_prompt_model(client: MlflowClient, run_id: str):
-    """Log the run's `prompt` artifact as a pyfunc model (model from code, no pickle) in that run; its ModelInfo.
+    """Log the run's `prompt` artifact as a pyfunc model (model from code: no pickle, but loading it runs the stored
+    pyfunc_model.py) in that run; its ModelInfo.
 
     The run keeps its status (a pruned trial stays KILLED) although logging reopens it.
     """
