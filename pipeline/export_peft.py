@@ -70,7 +70,13 @@ def export_peft(prompt_dir: str | Path, out_dir: str | Path) -> Path:
     except ValueError as e:
         raise ValueError(f"cannot export {str(prompt_dir)!r} to PEFT: {e}") from None
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"cannot export to {str(out)!r}: it is a file; expected a directory (new or existing) "
+                         "for the adapter")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file in the way higher up, no permission
+        raise ValueError(f"cannot create {str(out)!r} for the adapter: {e.strerror or e}") from None
     tmp = out / (ADAPTER_WEIGHTS + ".tmp")
     save_file({PEFT_KEY: prompt}, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, out / ADAPTER_WEIGHTS)

@@ -119,12 +119,18 @@ class Predictor:
 
 def predict_inputs(prompt_dir: str | Path, texts: list[str] | None, file: Path | None, field: str | None, stdin,
                    **load) -> list[tuple[str, str]]:
-    """(prediction, input) per input of `promptfarm predict`: TEXTs filling `field`, else one text per non-blank
-    line of `stdin` (each shown as given), else the rows of `file` (shown rendered by the template); checked against
-    the recorded task before the backbone loads (`load`: Predictor.load's keyword arguments)."""
+    """(prediction, input) per input of `promptfarm predict`: TEXTs filling `field`, else (no TEXT, or `-`) one text
+    per non-blank line of `stdin` (each shown as given), else the rows of `file` (shown rendered by the template);
+    checked against the recorded task before the backbone loads (`load`: Predictor.load's keyword arguments)."""
+    texts = None if texts == ["-"] else texts  # `-`: standard input, as other command-line tools read it
     if texts and file:
         raise ValueError(f"give inputs as TEXT arguments or --file {str(file)!r}, not both")
+    if field is not None and file is not None:
+        raise ValueError(f"--field {field!r} fills a template column from TEXT or standard input; a --file row "
+                         "names its columns itself")
     task = recorded_task(read_prompt_meta(prompt_dir))
+    if field is not None:
+        text_rows(task, [], field)  # an unknown column is refused before any input is read
     if file is not None:
         rows = read_input_rows(task, file)
         shown = [task.source_text(r) for r in rows]

@@ -97,3 +97,13 @@ def test_corrupt_artifact_refused(backbones, tmp_path):
     assert "\n" not in str(e.value) and not (tmp_path / "peft").exists()
     with pytest.raises(PromptArtifactError, match="lacks prompt_config.json"):
         export_peft(tmp_path / "nothing", tmp_path / "peft")
+
+
+def test_exporting_onto_an_existing_file_is_one_line_and_leaves_it(backbones, tmp_path):
+    _saved(PTConfig(num_tokens=N), "llama", backbones, tmp_path / "prompt")
+    (tmp_path / "taken").write_text("mine")
+    with pytest.raises(ValueError, match=r"cannot export to '.*taken': it is a file; expected a directory") as e:
+        export_peft(tmp_path / "prompt", tmp_path / "taken")
+    assert "\n" not in str(e.value) and (tmp_path / "taken").read_text() == "mine"
+    with pytest.raises(ValueError, match=r"cannot create '.*taken/sub' for the adapter: Not a directory"):
+        export_peft(tmp_path / "prompt", tmp_path / "taken" / "sub")

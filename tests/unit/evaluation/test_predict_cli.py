@@ -42,6 +42,7 @@ def test_arguments_stdin_and_a_file_predict_the_same(prompt, tiny_dirs):
     assert [ln.split("\t")[1] for ln in lines] == texts
     assert all(ln.split("\t")[0] in words for ln in lines)
     assert _run([prompt, "--backbone", tiny_dirs["llama"]], "\n".join(texts) + "\n")[1] == by_args
+    assert _run([prompt, "-", "--backbone", tiny_dirs["llama"]], "\n".join(texts) + "\n")[1] == by_args  # `-`: stdin
     rows = FIXTURES / "intents_tiny" / "validation.csv"
     code, by_file, _ = _run([prompt, "--file", rows, "--backbone", tiny_dirs["llama"]])
     assert code == 0 and len(by_file.strip().splitlines()) == 8
@@ -54,7 +55,10 @@ def test_arguments_stdin_and_a_file_predict_the_same(prompt, tiny_dirs):
     (["x", "--file", "rows.csv"], None, "give inputs as TEXT arguments or --file 'rows.csv', not both"),
     (["--file", "{bad}"], None, ":2: missing column 'text' of task 'intents''s template 'Query: {text}'"),
     ([], "\n", "no inputs to predict; expected TEXT arguments, --file ROWS or lines on standard input"),
-], ids=["field", "missing-file", "both", "columns", "no-input"])
+    (["--field", "query"], "hello\n", "--field 'query' is not a column of task 'intents''s template"),
+    (["--field", "text", "--file", "{bad}"], None, "--field 'text' fills a template column from TEXT or standard "
+                                                   "input; a --file row names its columns itself"),
+], ids=["field", "missing-file", "both", "columns", "no-input", "field-on-stdin", "field-with-file"])
 def test_bad_input_is_one_line_and_exit_2(prompt, tiny_dirs, tmp_path, args, stdin, match):
     bad = tmp_path / "bad.csv"
     bad.write_text("utterance\nhello\n")
