@@ -27,6 +27,7 @@ from pipeline.records import (
     search_metric,
 )
 from pipeline.tune.cluster import DRIVER_CPU, check_fits_cluster, concurrency, ensure_ray, resolve_paths
+from pipeline.tune.resume import check_resumable
 from pipeline.tune.space import search_space, to_ray
 
 
@@ -46,6 +47,10 @@ def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool 
     from pipeline.backbone import ensure_backbone
 
     cfg = resolve_paths(cfg)
+    if resume is not None:
+        check_resumable(cfg.storage_path, resume)
+    else:
+        search_space(cfg)  # an unknown or invalid key in search.space: one line now, not after Ray starts
     ensure_backbone(cfg.backbone)
     search_id = resume or search_id or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run = _open_search_run(cfg, search_id, resume is not None, parent_run)
