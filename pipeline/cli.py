@@ -155,7 +155,7 @@ def register(config: Path, overrides: Overrides = None,
     _preflight(check_tracking, tracking_uri(cfg.tracking.tracking_uri))
     try:
         name, version, champion, value = register_search(cfg, search_id)
-    except LookupError as e:
+    except (LookupError, ValueError) as e:  # no such search; a config naming another task or backbone
         _fail(e)
     if version:
         typer.echo(f"registered {name} version {version}{' (champion)' if champion else ''} ({value:.4f})")

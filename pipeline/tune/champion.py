@@ -33,26 +33,53 @@ class BestTrial:
 
 def register_best(client, cfg: ExperimentConfig, best: BestTrial) -> tuple[str, str | None, bool]:
     """Register `best`'s prompt under the config's model name, if it beats the champion. Returns (model name,
-    version or None, whether it is the champion)."""
-    from pipeline.data.sources import with_data_labels
+    version or None, whether it is the champion). The task and backbone are the ones the prompt records; a config
+    that names others (an SST-2 search registered with a CoLA config) is refused."""
     from pipeline.tracking.registry import register_prompt, registered_name
 
     search_id, metric, value, run_id = best.search_id, best.metric, best.value, best.run_id
 
     run = client.get_run(run_id)
+    task, backbone = _recorded(client, run_id)
+    _check_same(cfg, search_id, task, backbone)
     name = registered_name(cfg)
     method = run.data.params.get("method", cfg.method_name)
     tags = {"method": method, "search_id": search_id,
             "trainable_params": str(int(run.data.metrics.get("trainable_params", 0))),
-            "backbone": cfg.backbone.name_or_path, "backbone_revision": str(cfg.backbone.revision),
-            "task": cfg.data.task.name,
-            # the definition the prompt was trained with (label set resolved as the trial did)
-            TASK_DIGEST_TAG: with_data_labels(cfg.data.task, cfg.data.train_file).digest()}
+            "backbone": backbone["name_or_path"], "backbone_revision": str(backbone.get("revision")),
+            "task": task.name,
+            TASK_DIGEST_TAG: task.digest()}  # the definition the prompt was trained with, its label set resolved
     sampled = {k: v for k, v in run.data.params.items() if k.startswith("method.") and k != "method.name"}
     desc = (f"Best of {best.trials} trials of ASHA search {search_id} ({method}, {metric}={value:.4f}, "
             f"method params {sampled})")
     version, champion = register_prompt(client, name, run_id, metric, value, best.mode, tags, desc)
     return name, version, champion
+
+
+def _recorded(client, run_id: str):
+    """(task, backbone record) from the prompt_config.json of trial run `run_id`'s logged prompt."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from pipeline.methods.artifact import CONFIG_FILE, recorded_task
+
+    with tempfile.TemporaryDirectory() as tmp:
+        meta = json.loads(Path(client.download_artifacts(run_id, f"prompt/{CONFIG_FILE}", tmp)).read_text())
+    return recorded_task(meta), meta["backbone"]
+
+
+def _check_same(cfg: ExperimentConfig, search_id: str, task, backbone: dict) -> None:
+    """The config names the task and backbone the search trained (paths compared by their last component, as the
+    registered name is)."""
+    from pathlib import PurePath
+
+    mine = (cfg.data.task.name, PurePath(cfg.backbone.name_or_path).name, cfg.backbone.revision)
+    theirs = (task.name, PurePath(backbone["name_or_path"]).name, backbone.get("revision"))
+    if mine != theirs:
+        raise ValueError(f"search {search_id!r} trained task {theirs[0]!r} on {backbone['name_or_path']!r} (revision "
+                         f"{theirs[2]}), but the config names task {mine[0]!r} on {cfg.backbone.name_or_path!r} "
+                         f"(revision {mine[2]}); expected the config the search ran with")
 
 
 def best_trial_run(client, exp_id: str, search_id: str, metric: str, mode: str) -> BestTrial:

@@ -173,6 +173,16 @@ def test_register_a_finished_search_from_its_mlflow_runs_alone(store, tiny_dirs)
     assert register_search(cfg, "s-1")[1] == "1"  # registering again: the same version
     with pytest.raises(LookupError, match="search 'nope' has no trial runs"):
         register_search(cfg, "nope")
+    # the config must name what the search trained: an SST-2 search is never filed as the CoLA champion
+    raw = cfg.to_dict()
+    for section, key, value, says in [("data", "task", "cola", "task 'cola'"),
+                                      ("backbone", "name_or_path", "meta-llama/Llama-2-7b-hf",
+                                       "task 'sst2' on 'meta-llama/")]:
+        other = ExperimentConfig.from_dict({**raw, section: {**raw[section], key: value}})
+        with pytest.raises(ValueError, match=rf"search 's-1' trained task 'sst2' on '.*' \(revision None\), but "
+                                             rf"the config names {says}.*; expected the config the search ran with"):
+            register_search(other, "s-1")
+    assert len(client.search_model_versions("name = 'm'")) == 1
 
 
 def test_two_definitions_of_one_task_never_register_under_one_name(store):
