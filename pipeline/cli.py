@@ -79,7 +79,7 @@ def _run_and_report(run, command: str, config: Path, overrides: list[str] | None
     except Interrupted as e:
         again = " ".join([command, str(config), *(overrides or []), "--resume", e.resume_id])
         typer.echo(f"interrupted: {e.resume_id} is saved; resume it with: {again}", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(128 + e.signum) from None  # 130 after Ctrl+C, 143 after SIGTERM
     _report(s)
     failed = sum(t.status == "failed" for t in s.trials)
     if not any(t.status == "completed" for t in s.trials):  # a job that produced nothing must not read as success

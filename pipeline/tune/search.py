@@ -64,7 +64,7 @@ def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool 
     if stop.interrupted:  # saved, not finished: nothing registered, the run stays open for --resume
         run.client.set_tag(run.ref.parent, "promptfarm.state", "interrupted")
         run.client.set_terminated(run.ref.parent, "KILLED")
-        raise Interrupted(search_id)
+        raise Interrupted(search_id, stop.signum)
     summary = summarize(grid, search_id, run.ref.metric, run.ref.mode, cfg.train.max_steps, cfg.method_name)
     return _finish(cfg, run, summary, register)
 

@@ -60,3 +60,19 @@ def test_tunes_restore_hint_is_dropped_inside_and_kept_outside(caplog):
         assert [r.getMessage() for r in caplog.records] == ["another warning"]
         log.warning(hint)
         assert caplog.records[-1].getMessage() == hint
+
+
+def test_sigterm_stops_tune_like_ctrl_c_and_names_its_signal():
+    """`ray job stop`, Kubernetes and systemd send SIGTERM: stop after the step and save, exit 143 in the CLI."""
+    from ray.tune.tune import _setup_signal_catching
+
+    from pipeline.tune.interrupt import Interrupted, Interruptible
+
+    before = signal.getsignal(signal.SIGTERM)
+    with Interruptible() as stop:
+        event = _setup_signal_catching()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert event.wait(5), "Tune's stop event was not set"
+        assert stop.interrupted and stop.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert 128 + Interrupted("s", stop.signum).signum == 143 and 128 + Interrupted("s").signum == 130
