@@ -253,9 +253,9 @@ def _check_http(uri: str) -> None:
     url = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl().rstrip("/") + "/health"
     reason = _unreachable(url, HEALTH_TIMEOUT_S, HEALTH_TRIES)
     if reason is not None:
-        raise PreflightError(f"tracking store {_redact(uri)} is not reachable ({reason}; GET /health, {HEALTH_TRIES} "
-                             f"tries, {HEALTH_TIMEOUT_S:g} s timeout); expected a running MLflow server at that URI "
-                             "(tracking.tracking_uri, --tracking-uri or $MLFLOW_TRACKING_URI)")
+        raise PreflightError(f"tracking store {redact_uri(uri)} is not reachable ({reason}; GET /health, "
+                             f"{HEALTH_TRIES} tries, {HEALTH_TIMEOUT_S:g} s timeout); expected a running MLflow server "
+                             "at that URI (tracking.tracking_uri, --tracking-uri or $MLFLOW_TRACKING_URI)")
 
 
 def _unreachable(url: str, timeout: float, tries: int, method: str = "GET") -> str | None:
@@ -283,7 +283,7 @@ def _unreachable(url: str, timeout: float, tries: int, method: str = "GET") -> s
     return (reason.strip().splitlines() or ["no answer"])[0]
 
 
-def _redact(uri: str) -> str:
+def redact_uri(uri: str) -> str:
     """`uri` without a password, for messages."""
     parts = urlsplit(uri)
     if parts.password is None:

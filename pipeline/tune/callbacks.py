@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ray.tune import Callback
 
+from pipeline.preflight import redact_uri
 from pipeline.records import SearchRef, better, ended_as
 
 
@@ -14,11 +15,21 @@ class MlflowTrialStatus(Callback):
         self.uri, self.exp_id, self.search_id, self.max_steps = search.uri, search.exp_id, search.search_id, max_steps
 
     def _close(self, trial, outcome: str | None, reason: str | None) -> None:
-        from pipeline.records import SEARCH_TAG, TRIAL_TAG
-        from pipeline.tracking.runs import find_run, mlflow_client
         from pipeline.train.placement import release
 
         release(f"{self.search_id}/{trial.trial_id}")
+        try:
+            self._record(trial, outcome, reason)
+        except Exception as e:  # noqa: BLE001  a store that cannot be written must not turn into a TuneError
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            print(f"[promptfarm] could not record trial {trial.trial_id}'s outcome in the tracking store "
+                  f"{redact_uri(self.uri)} ({type(e).__name__}: {first}); the search goes on", flush=True)
+
+    def _record(self, trial, outcome: str | None, reason: str | None) -> None:
+        """Tag the trial's MLflow run with its outcome (and reason) and terminate it accordingly."""
+        from pipeline.records import SEARCH_TAG, TRIAL_TAG
+        from pipeline.tracking.runs import find_run, mlflow_client
+
         client = mlflow_client(self.uri)
         run_id = find_run(client, self.exp_id, {SEARCH_TAG: self.search_id, TRIAL_TAG: trial.trial_id})
         if run_id is None:
