@@ -345,6 +345,8 @@ def submit(config: Path, args: Annotated[list[str] | None, typer.Argument(help="
            tracking_uri: Annotated[str | None, typer.Option(help="MLflow URI the job uses "
                                                             "(default $MLFLOW_TRACKING_URI)")] = None,
            working_dir: Annotated[Path, typer.Option(help="Uploaded; CONFIG must be inside")] = Path("."),
+           exclude: Annotated[list[str] | None, typer.Option(
+               help="Gitignore pattern kept from the upload (repeatable); secrets and stores are always kept")] = None,
            wait: Annotated[bool, typer.Option(help="Stream logs to the end; exit 1 unless SUCCEEDED")] = True,
            ) -> None:
     """Submit `python -m jobs.<job> CONFIG ...` to a Ray cluster; prints the submission id (then its logs)."""
@@ -353,7 +355,8 @@ def submit(config: Path, args: Annotated[list[str] | None, typer.Argument(help="
     from pipeline.submit import submit as do_submit
 
     try:
-        job_id = do_submit(config, args or [], address, job, parse_env_or_fail(env), working_dir, tracking_uri)
+        job_id = do_submit(config, args or [], address, job, parse_env_or_fail(env), working_dir, tracking_uri,
+                           exclude or [], typer.echo)
     except (SubmitError, ConfigError, FileNotFoundError) as e:
         _fail(e)
     typer.echo(f"submitted {job_id}")

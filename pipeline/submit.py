@@ -26,8 +26,13 @@ AGENT_WAIT_S = 60  # how long a submission waits for a freshly started head's jo
 # TCP but never answers (stuck dashboard, wrong port behind a proxy) hung `jobs list` and `submit` forever. The read
 # bound is per socket read, not per upload: a large working dir still uploads.
 REQUEST_TIMEOUT_S = (10.0, 60.0)
-# Never uploaded with the working dir: local stores and caches the cluster must not see (Ray also skips .gitignore'd).
-EXCLUDES = [".git", ".venv", "ray_results", "mlruns", "mlruns.db", "mlartifacts", ".promptfarm", "*.pyc"]
+# Never uploaded with the working dir (gitignore patterns; Ray also skips what .gitignore names): local stores and
+# caches the cluster must not see, and secrets, which anyone holding the Ray token could read from the job's copy.
+EXCLUDES = [".git", ".venv", "ray_results", "mlruns", "mlruns.db", "mlartifacts", ".promptfarm", "*.pyc",
+            "*.db", "*.sqlite", "*.sqlite3",  # other tracking stores
+            ".env", ".env.*", ".netrc", ".pgpass", ".git-credentials", ".aws", ".ssh", ".kube", "secrets",
+            "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "*.pem", "*.key", "*.p12", "*.pfx"]
+LARGE_BYTES = 50 << 20  # an uploaded file this big is named in a note before the upload
 
 
 def _experiment(path: Path, keys: list[str]) -> list:
@@ -124,9 +129,10 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
 
 
 def job_spec(job: str, config: Path, overrides: list[str], working_dir: Path, env: dict[str, str],
-             tracking_uri: str | None) -> tuple[str, dict]:
+             tracking_uri: str | None, excludes: list[str] = ()) -> tuple[str, dict]:
     """(entrypoint, runtime_env) of one job; validates the job name, the config and the job's pre-flight checks of
-    files under `working_dir` (pipeline.preflight.check_submission) locally before anything is sent.
+    files under `working_dir` (pipeline.preflight.check_submission) locally before anything is sent. `excludes`:
+    more gitignore patterns kept from the upload, besides EXCLUDES and each config's own storage_path.
 
     The CONFIG is validated by the job's own loader (JOBS): experiments, a benchmark's or a suite's config.
     """
@@ -144,14 +150,73 @@ def job_spec(job: str, config: Path, overrides: list[str], working_dir: Path, en
                           "under it") from None
     # bad keys/values fail here, in one line, not minutes later on the cluster; options like --search-id pass through
     keys = [a for a in overrides if re.match(r"[A-Za-z_][\w.]*=", a)]
+    skip = [*EXCLUDES, *excludes]
     for cfg in JOBS[name](config, keys):
         check_submission(_CHECK_AS.get(name, name), cfg, working_dir)
+        skip += _storage_under(cfg, working_dir)
     env = dict(env)
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         env["MLFLOW_TRACKING_URI"] = uri
+    if "MLFLOW_TRACKING_URI" in env:
+        _no_credentials(env["MLFLOW_TRACKING_URI"])
     entrypoint = shlex.join(["python", "-m", module, rel.as_posix(), *overrides])
-    return entrypoint, {"working_dir": str(working_dir), "excludes": EXCLUDES, "env_vars": env}
+    return entrypoint, {"working_dir": str(working_dir), "excludes": list(dict.fromkeys(skip)), "env_vars": env}
+
+
+def _storage_under(cfg, working_dir: Path) -> list[str]:
+    """The config's local storage_path as an exclude pattern when it lies inside the uploaded dir."""
+    storage = getattr(cfg, "storage_path", None)
+    if not storage or "://" in storage:
+        return []
+    try:
+        rel = (working_dir / Path(storage).expanduser()).resolve().relative_to(working_dir)
+    except ValueError:
+        return []
+    return [f"/{rel.as_posix()}/"] if rel.parts else []
+
+
+def _no_credentials(uri: str, key: str = "--tracking-uri") -> str:
+    """`uri` unchanged, unless it carries user:password@, which the job's env would show anyone with the token."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri
+    if parts.password is not None or (parts.username and "@" in parts.netloc):
+        raise SubmitError(f"{key} {parts.scheme}://***@{parts.hostname}... carries credentials, and a job's env vars "
+                          "are readable by anyone holding the Ray token; expected a URI without user:password@ and "
+                          "the credentials set on the cluster (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD "
+                          "from a secret)")
+    return uri
+
+
+def large_files(working_dir: Path, excludes: list[str], limit: int = LARGE_BYTES) -> list[tuple[str, int]]:
+    """(relative path, bytes) of files the upload would carry that are `limit` bytes or more (approximate
+    gitignore matching: a pattern matches any one path component, or a /rooted/ path)."""
+    import fnmatch
+
+    def skipped(rel: str) -> bool:
+        parts = rel.split("/")
+        for pat in excludes:
+            if pat.startswith("/"):
+                if (rel + "/").startswith(pat.strip("/") + "/"):
+                    return True
+            elif any(fnmatch.fnmatch(part, pat.rstrip("/")) for part in parts):
+                return True
+        return False
+
+    found = []
+    for root, dirs, files in os.walk(working_dir):
+        base = Path(root).relative_to(working_dir).as_posix()
+        prefix = "" if base == "." else base + "/"
+        dirs[:] = [d for d in dirs if not skipped(prefix + d)]
+        for f in files:
+            rel, path = prefix + f, Path(root) / f
+            if not skipped(rel) and path.is_file() and (size := path.stat().st_size) >= limit:
+                found.append((rel, size))
+    return sorted(found, key=lambda x: -x[1])
 
 
 def job_names() -> list[str]:
@@ -160,9 +225,13 @@ def job_names() -> list[str]:
 
 
 def submit(config: Path, overrides: list[str], address: str | None = None, job: str = "search",
-           env: dict[str, str] | None = None, working_dir: Path = Path("."), tracking_uri: str | None = None) -> str:
-    """Submit `python -m jobs.<job> CONFIG overrides` to the cluster; the submission id."""
-    entrypoint, runtime_env = job_spec(job, config, overrides, working_dir, env or {}, tracking_uri)
+           env: dict[str, str] | None = None, working_dir: Path = Path("."), tracking_uri: str | None = None,
+           excludes: list[str] = (), echo: Callable[[str], None] = print) -> str:
+    """Submit `python -m jobs.<job> CONFIG overrides` to the cluster; the submission id. Files of LARGE_BYTES or
+    more that the upload carries are named first (`excludes` keeps them out)."""
+    entrypoint, runtime_env = job_spec(job, config, overrides, working_dir, env or {}, tracking_uri, excludes)
+    for rel, size in large_files(Path(runtime_env["working_dir"]), runtime_env["excludes"])[:5]:
+        echo(f"note: uploading {rel} ({size / 2**20:.0f} MiB); keep it out with --exclude {rel}")
     c = client(address)
     deadline = time.monotonic() + AGENT_WAIT_S
     while True:

@@ -21,7 +21,7 @@ def test_spec_runs_the_job_module_on_the_config_relative_to_the_uploaded_dir(mon
                                   "--no-register"]
     assert env["working_dir"] == str(ROOT)
     assert env["env_vars"] == {"A": "1", "MLFLOW_TRACKING_URI": "http://mlflow:5000"}
-    assert {".venv", "mlruns.db", "ray_results"} <= set(env["excludes"]) == set(EXCLUDES)
+    assert {".venv", "mlruns.db", "ray_results"} <= set(EXCLUDES) <= set(env["excludes"])
 
 
 def test_tracking_uri_defaults_to_the_environment(monkeypatch):
@@ -130,3 +130,42 @@ def test_a_job_has_one_name_its_module_and_the_cli_spelling_is_refused_with_it()
         job_spec("train-one", SMOKE, [], ROOT, {}, None)
     with pytest.raises(SubmitError, match=r"job 'nope' is not a module in jobs/; expected one of .*train_one"):
         job_spec("nope", SMOKE, [], ROOT, {}, None)
+
+
+def test_secrets_stores_and_the_configs_own_storage_are_never_uploaded(tmp_path, monkeypatch):
+    """Ray uploads the working dir minus `excludes` (gitignore patterns): every secret and store is among them."""
+    import shutil
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    shutil.copytree(ROOT / "jobs", tmp_path / "jobs", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "tests" / "fixtures" / "sst2_tiny", tmp_path / "tests" / "fixtures" / "sst2_tiny")
+    config = tmp_path / "jobs" / "configs" / "smoke.yaml"
+    _, env = job_spec("search", config, ["storage_path=./results/runs"], tmp_path, {}, None, ["big/"])
+    for secret in [".env", ".env.*", ".netrc", "id_rsa*", "*.pem", "*.key", "secrets", "*.db", ".ssh", ".aws"]:
+        assert secret in env["excludes"], secret
+    assert "/results/runs/" in env["excludes"] and "big/" in env["excludes"]  # storage_path and --exclude
+
+
+def test_large_files_are_listed_and_excluded_ones_are_not(tmp_path):
+    from pipeline.submit import large_files
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "big.bin").write_bytes(b"0" * 2048)
+    (tmp_path / "data" / "small.txt").write_text("x")
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / "huge.so").write_bytes(b"0" * 4096)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "ckpt.bin").write_bytes(b"0" * 4096)
+    assert large_files(tmp_path, [*EXCLUDES, "/results/"], limit=1024) == [("data/big.bin", 2048)]
+
+
+@pytest.mark.parametrize("uri", ["http://alice:s3cret@mlflow:5000", "https://token@mlflow.example.com"])
+def test_a_tracking_uri_with_credentials_is_refused(uri, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(SubmitError, match=r"--tracking-uri https?://\*\*\*@mlflow.* carries credentials, and a "
+                                          r"job's env vars are readable by anyone holding the Ray token") as e:
+        job_spec("search", SMOKE, [], ROOT, {}, uri)
+    assert "s3cret" not in str(e.value) and "token@" not in str(e.value)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # from the environment: the same
+    with pytest.raises(SubmitError, match="carries credentials"):
+        job_spec("search", SMOKE, [], ROOT, {}, None)
