@@ -13,6 +13,7 @@ directory is its uploaded working dir. Remote paths (s3://...) are not checked h
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -240,12 +241,30 @@ def check_tracking(uri: str) -> None:
         if not db.parent.is_dir() or not os.access(db.parent, os.W_OK):
             raise PreflightError(f"tracking store {uri}: directory {str(db.parent)!r} is missing or not writable; "
                                  "expected a writable directory for the sqlite file and mlartifacts/")
+        if db.exists():
+            _check_sqlite(uri, db)
     elif parts.scheme in ("", "file"):
         path = Path(parts.path if parts.scheme else uri).expanduser().resolve()
         existing = next(p for p in (path, *path.parents) if p.exists())
         if not os.access(existing, os.W_OK):
             raise PreflightError(f"tracking store {uri}: {str(existing)!r} is not writable; expected a writable "
                                  "directory for MLflow's file store")
+
+
+def _check_sqlite(uri: str, db: Path) -> None:
+    """An existing sqlite store is a readable, writable SQLite database (a corrupt one gave a 108-line traceback)."""
+    import sqlite3
+
+    if not db.is_file() or not os.access(db, os.R_OK | os.W_OK):
+        raise PreflightError(f"tracking store {uri}: {str(db)!r} is not a readable and writable file; expected the "
+                             "sqlite database MLflow writes (or no file yet)")
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            con.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.Error as e:
+        raise PreflightError(f"tracking store {uri}: {str(db)!r} is not a usable SQLite database ({e}); expected "
+                             "the file MLflow wrote: restore it from a backup, or point tracking.tracking_uri at "
+                             "another file") from None
 
 
 def _check_http(uri: str) -> None:

@@ -243,3 +243,13 @@ def test_search_whose_every_trial_fails_exits_non_zero(tmp_path, ray_cluster, mo
     assert result.exit_code == 1, result.output[-3000:]
     assert "training loss is nan" in result.stdout and "1 trials (0 pruned, 1 failed)" in result.stdout
     assert result.stderr.strip().splitlines()[-1].startswith("error: no trial completed (1 of 1 failed")
+
+
+def test_a_corrupt_sqlite_store_is_one_line_before_anything_runs(home):
+    """A damaged file gave `search` a 108-line traceback from inside MLflow."""
+    db = home / "broken.db"
+    db.write_bytes(b"not a database at all, " * 200)
+    uri = f"sqlite:///{db}"
+    fails(["search", "exp.yaml", f"tracking.tracking_uri={uri}"], f"tracking store {uri}: {str(db)!r} is not a "
+          "usable SQLite database (file is not a database); expected the file MLflow wrote")
+    assert db.read_bytes() == b"not a database at all, " * 200
