@@ -38,6 +38,7 @@ from pipeline.train.checkpoint import load_optimizer, save_optimizer
 from pipeline.train.ds_config import ds_config
 from pipeline.train.placement import record_current, use_reserved_cpus
 from pipeline.train.progress import EvalProgress, Progress
+from pipeline.train.session import LoopContext
 from pipeline.train.tracker import TrialTracker
 from pipeline.zero import full_state
 
@@ -47,22 +48,6 @@ OPTIMIZER_DIR = "optimizer"
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; retrying from a checkpoint would not help."""
-
-
-@dataclass
-class LoopContext:
-    """What the driver passes each worker besides the experiment."""
-
-    metric: str
-    """Reported metric the search optimises, e.g. 'val_accuracy'."""
-    mode: str
-    """'max' or 'min' for `metric`."""
-    tracking_uri: str | None = None
-    """MLflow tracking URI for rank-0 logging (None: no MLflow)."""
-    run_id: str | None = None
-    """MLflow run of this trial."""
-    trial_key: str | None = None
-    """'<search id>/<trial id>': where rank 0 records its placement group for release (pipeline.train.placement)."""
 
 
 def batches(features: list[dict], batch_size: int, pad_id: int, seed: int, skip: int = 0):

@@ -6,14 +6,32 @@
   TorchTrainer, no worker group: reports go straight to `ray.tune.report`, checkpoints are Tune's, and with
   `reuse_actors` the process, its process group and its cached backbone (pipeline.train.warm) serve the next trial.
 
-A session exposes rank, world, device, the checkpoint the trial restarts from, and report(metrics, directory).
+A session exposes rank, world, device, the checkpoint the trial restarts from, and report(metrics, directory);
+`LoopContext` is what the trial's driver hands the loop beside the experiment.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+
+@dataclass
+class LoopContext:
+    """What the driver passes each worker besides the experiment."""
+
+    metric: str
+    """Reported metric the search optimises, e.g. 'val_accuracy'."""
+    mode: str
+    """'max' or 'min' for `metric`."""
+    tracking_uri: str | None = None
+    """MLflow tracking URI for rank-0 logging (None: no MLflow)."""
+    run_id: str | None = None
+    """MLflow run of this trial."""
+    trial_key: str | None = None
+    """'<search id>/<trial id>': where rank 0 records its placement group for release (pipeline.train.placement)."""
 
 
 class TrainWorker:

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pipeline.methods.artifact import CONFIG_FILE, TENSORS_FILE
-
-if TYPE_CHECKING:
-    from pipeline.train.loop import LoopContext
+from pipeline.train.session import LoopContext
 
 
 class TrialTracker:

@@ -12,6 +12,20 @@ DRIVER_CPU = 0.01
 """CPUs reserved by a multi-worker trial's fn, which only waits on its TorchTrainer."""
 
 
+def trial_in_process(exp: ExperimentConfig) -> bool:
+    """Whether a trial of `exp` runs its loop in the Tune trial's own process (one worker, `train.in_process`), not
+    a worker group of its own TorchTrainer."""
+    return exp.train.num_workers == 1 and exp.train.in_process
+
+
+def trial_resources(exp: ExperimentConfig) -> dict[str, float]:
+    """What Tune reserves for the trial fn: a worker's CPUs (and GPU) when it trains itself; a sliver when it only
+    waits on its TorchTrainer, whose workers reserve their own."""
+    if trial_in_process(exp):
+        return {"CPU": exp.train.cpus_per_worker, **({"GPU": 1} if exp.train.use_gpu else {})}
+    return {"CPU": DRIVER_CPU}
+
+
 def resolve_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     """Make local paths absolute: trial processes run in other working directories (and on other nodes)."""
     b = cfg.backbone
@@ -50,10 +64,8 @@ def wants_dashboard(cfg: ExperimentConfig) -> bool:
     the controller lives; without the dashboard, a controller that Tune ends (ASHA stopping the trial) leaves that
     actor running for good, logging a warning every second. (The trial's CPUs come back either way: promptfarm
     releases an ended trial's placement group itself, pipeline.train.placement.)"""
-    from pipeline.tune.driver import in_process
-
     asked = os.environ.get("PROMPTFARM_RAY_DASHBOARD", "")
-    return asked == "1" if asked in ("0", "1") else not in_process(cfg)
+    return asked == "1" if asked in ("0", "1") else not trial_in_process(cfg)
 
 
 def check_fits_cluster(cfg: ExperimentConfig) -> None:
@@ -72,8 +84,6 @@ def concurrency(cfg: ExperimentConfig) -> int:
     res = ray.cluster_resources()
     if cfg.train.use_gpu:
         return max(1, int(res.get("GPU", 0) // cfg.train.num_workers))
-    from pipeline.tune.driver import in_process, trial_resources
-
     one = cfg.train.cpus_per_worker * cfg.train.num_workers + trial_resources(cfg)["CPU"]  # workers + trial fn
-    one -= cfg.train.cpus_per_worker if in_process(cfg) else 0  # in-process: the trial fn is the worker
+    one -= cfg.train.cpus_per_worker if trial_in_process(cfg) else 0  # in-process: the trial fn is the worker
     return max(1, int(res.get("CPU", 1) // one))

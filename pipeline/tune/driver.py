@@ -11,6 +11,7 @@ import hashlib
 
 from pipeline.config import ExperimentConfig
 from pipeline.records import SearchRef
+from pipeline.tune.cluster import trial_in_process
 from pipeline.tune.space import trial_config
 
 
@@ -32,7 +33,7 @@ def flat_params(cfg: ExperimentConfig) -> dict[str, str]:
 
 def make_driver(base: dict, search: SearchRef):
     """A picklable closure: sampled params (dotted keys) -> one trial of `search`, in this process or in a worker
-    group (in_process)."""
+    group (trial_in_process)."""
 
     def driver(params: dict) -> None:
         from mlflow.entities import Param
@@ -40,7 +41,7 @@ def make_driver(base: dict, search: SearchRef):
 
         from pipeline.records import SEARCH_TAG, TRIAL_TAG
         from pipeline.tracking.runs import get_or_create_run, mlflow_client
-        from pipeline.train.loop import LoopContext
+        from pipeline.train.session import LoopContext
 
         exp = ExperimentConfig.from_dict(trial_config(base, params))
         trial_id = tune.get_context().get_trial_id()
@@ -51,7 +52,7 @@ def make_driver(base: dict, search: SearchRef):
         if not client.get_run(run_id).data.params:  # params are immutable: log once, also across restores
             client.log_batch(run_id, params=[Param(k, v) for k, v in flat_params(exp).items()])
         ctx = LoopContext(search.metric, search.mode, search.uri, run_id, f"{search.search_id}/{trial_id}")
-        if in_process(exp):
+        if trial_in_process(exp):
             from pipeline.train.loop import run_trial
             from pipeline.train.session import InProcess
 
@@ -72,21 +73,6 @@ def trainer_name(search_id: str, trial_id: str) -> str:
     """The Ray Train run name of a worker-group trial: the same on every restore, so its trainer resumes from its
     own checkpoints."""
     return f"{search_id}-{trial_id}"
-
-
-def in_process(exp: ExperimentConfig) -> bool:
-    """Whether a trial of `exp` runs its loop in the Tune trial's own process (one worker), not a worker group."""
-    return exp.train.num_workers == 1 and exp.train.in_process
-
-
-def trial_resources(exp: ExperimentConfig) -> dict[str, float]:
-    """What Tune reserves for the trial fn: a worker's CPUs (and GPU) when it trains itself; a sliver when it only
-    waits on its TorchTrainer, whose workers reserve their own."""
-    from pipeline.tune.cluster import DRIVER_CPU
-
-    if in_process(exp):
-        return {"CPU": exp.train.cpus_per_worker, **({"GPU": 1} if exp.train.use_gpu else {})}
-    return {"CPU": DRIVER_CPU}
 
 
 def make_trainer(exp: ExperimentConfig, ctx, name: str, callbacks: list):

@@ -26,7 +26,15 @@ from pipeline.records import (
     ended_as,
     search_metric,
 )
-from pipeline.tune.cluster import DRIVER_CPU, check_fits_cluster, concurrency, ensure_ray, resolve_paths
+from pipeline.tune.cluster import (
+    DRIVER_CPU,
+    check_fits_cluster,
+    concurrency,
+    ensure_ray,
+    resolve_paths,
+    trial_in_process,
+    trial_resources,
+)
 from pipeline.tune.resume import check_resumable
 from pipeline.tune.space import search_space, to_ray
 
@@ -106,7 +114,7 @@ def _tuner(cfg: ExperimentConfig, run: _SearchRun, resuming: bool, extra: list):
     from ray.tune.schedulers import ASHAScheduler
 
     from pipeline.tune.callbacks import MlflowTrialStatus, ProgressLine
-    from pipeline.tune.driver import in_process, make_driver, trial_resources
+    from pipeline.tune.driver import make_driver
 
     driver = make_driver(cfg.to_dict(), run.ref)
     trainable = tune.with_resources(driver, trial_resources(cfg))
@@ -124,12 +132,12 @@ def _tuner(cfg: ExperimentConfig, run: _SearchRun, resuming: bool, extra: list):
                                     reduction_factor=cfg.search.reduction_factor),
             # in-process trials: the next trial gets a warm process (pipeline.train.warm); a TorchTrainer's
             # driver is not reused (a second Train run in one reused actor never got its workers)
-            reuse_actors=in_process(cfg)),
+            reuse_actors=trial_in_process(cfg)),
         run_config=tune.RunConfig(
             name=run.ref.search_id, storage_path=cfg.storage_path,
             callbacks=[status_cb, ProgressLine(run.ref.metric, run.ref.mode, cfg.train.max_steps), *extra], verbose=1,
             # Retries: Tune's for in-process trials (from the trial's last checkpoint), Ray Train's for worker groups
-            failure_config=tune.FailureConfig(max_failures=cfg.train.max_failures if in_process(cfg) else 0),
+            failure_config=tune.FailureConfig(max_failures=cfg.train.max_failures if trial_in_process(cfg) else 0),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=run.ref.metric,
                                                     checkpoint_score_order=run.ref.mode)))
 

@@ -123,7 +123,7 @@ def test_zero3_two_workers_trains_dept_on_t5_and_a_refit_of_its_finished_trial_r
     # A restored search re-runs a trial whose end its driver never recorded: the trial's trainer (same name and
     # storage) resumes at its last step, trains nothing, logs nothing, and reports its final result again: Tune
     # rejects a trial whose last result lacks the search metric, which would fail the whole search.
-    from pipeline.train.loop import LoopContext
+    from pipeline.train.session import LoopContext
     from pipeline.tune.cluster import resolve_paths
     from pipeline.tune.driver import make_trainer, trainer_name
 

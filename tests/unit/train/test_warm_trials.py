@@ -39,7 +39,8 @@ def _cfg(tiny_dir, method: str, lr: float):
 
 
 def _trial(cfg, out: Path) -> Recorded:
-    from pipeline.train.loop import LoopContext, run_trial
+    from pipeline.train.loop import run_trial
+    from pipeline.train.session import LoopContext
 
     session = Recorded(out)
     out.mkdir()
@@ -85,7 +86,8 @@ def test_a_restart_from_an_earlier_checkpoint_logs_each_step_once(tiny_dirs, tmp
     """Killed after logging step 4 but before its checkpoint persisted: the trial restarts from step 2, re-trains
     step 4 to the same values and its MLflow run still holds one value per step."""
     from pipeline.tracking.runs import mlflow_client
-    from pipeline.train.loop import LoopContext, run_trial
+    from pipeline.train.loop import run_trial
+    from pipeline.train.session import LoopContext
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow_client(uri)
