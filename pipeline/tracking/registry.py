@@ -17,6 +17,10 @@ from pipeline.tracking.runs import filter_literal, mlflow_client
 CHAMPION = "champion"
 log = logging.getLogger("promptfarm")
 
+# The pyfunc loader sits with the predictor it wraps (pipeline.evaluation): MLflow copies the file into each logged
+# model and runs it at load, so the registry names it by path and never imports it.
+PYFUNC_FILE = Path(__file__).parents[1] / "evaluation" / "pyfunc_model.py"
+
 
 def model_name(task: str, backbone: str) -> str:
     """Registered-model name for a (task, backbone) pair, e.g. 'sst2-llama-2-7b-hf'."""
@@ -116,7 +120,7 @@ def log_prompt_model(client: MlflowClient, run_id: str):
         mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None)
         try:
             return mlflow.pyfunc.log_model(
-                name="prompt_model", python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+                name="prompt_model", python_model=str(PYFUNC_FILE),
                 artifacts={"prompt": prompt_dir},
                 pip_requirements=[f"promptfarm=={__version__}"])  # explicit: no requirement inference by loading
         finally:
