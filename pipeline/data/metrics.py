@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from pipeline.data.tasks import Task
+from pipeline.data.tasks import METRIC_NAMES, Task
 
 
 def accuracy(predictions: np.ndarray, references: np.ndarray) -> float:
@@ -121,16 +121,9 @@ _METRICS: dict[str, tuple[bool, _Metric]] = {
 }
 
 
-_REGRESSION = ("pearson", "spearman")
-
-
 def metric_names(kind: str = "classification") -> list[str]:
-    """Names accepted in ``Task.metrics`` for a task of `kind`."""
-    from pipeline.data.text_metrics import TEXT_METRICS
-
-    if kind == "generation":
-        return list(TEXT_METRICS)
-    return [m for m in _METRICS if (m in _REGRESSION) == (kind == "regression")]
+    """Names accepted in ``Task.metrics`` for a task of `kind` (pipeline.data.tasks.METRIC_NAMES)."""
+    return list(METRIC_NAMES[kind])
 
 
 def _as_array(values: Sequence, as_float: bool, what: str) -> np.ndarray:

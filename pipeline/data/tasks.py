@@ -36,6 +36,12 @@ KIND_METRICS = {
     "regression": ("pearson", "spearman"),
 }
 """Metrics a task of each kind reports when its definition names none (the first is the main metric)."""
+METRIC_NAMES = {
+    "classification": ("accuracy", "f1", "macro_f1", "matthews"),
+    "generation": ("bleu", "rouge_l", "exact_match", "token_f1"),
+    "regression": ("pearson", "spearman"),
+}
+"""Every metric a task of each kind may name (pipeline.data.metrics and text_metrics compute exactly these)."""
 STOPS = ("eos", "newline")
 
 
@@ -83,9 +89,7 @@ class Task:
         fix(self, "metrics", tuple(self.metrics) or KIND_METRICS[self.kind])
         fix(self, "metric", self.metric or self.metrics[0])
         fix(self, "stop", tuple(self.stop))
-        from pipeline.data.metrics import metric_names
-
-        allowed = metric_names(self.kind)
+        allowed = METRIC_NAMES[self.kind]
         for m in (*self.metrics, self.metric):
             if m not in allowed:
                 raise ConfigError(f"task {self.name!r}: metric {m!r} is not computed for a {self.kind} task; "

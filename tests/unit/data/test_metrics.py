@@ -133,3 +133,13 @@ def test_spearman_matches_scipy_when_available():
     ours = compute_metrics(get_task("stsb"), preds.tolist(), refs.tolist())
     assert ours["spearman"] == pytest.approx(stats.spearmanr(preds, refs).statistic)
     assert ours["pearson"] == pytest.approx(stats.pearsonr(preds, refs).statistic)
+
+
+def test_the_metric_name_table_is_what_the_scorers_compute():
+    """Task validation reads pipeline.data.tasks.METRIC_NAMES (no import of the scorers); the scorers' own tables
+    must hold exactly those names."""
+    from pipeline.data import metrics, text_metrics
+    from pipeline.data.tasks import METRIC_NAMES
+
+    assert set(metrics._METRICS) == set(METRIC_NAMES["classification"]) | set(METRIC_NAMES["regression"])
+    assert set(text_metrics.TEXT_METRICS) == set(METRIC_NAMES["generation"])
