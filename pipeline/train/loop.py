@@ -38,7 +38,7 @@ from pipeline.train.checkpoint import load_optimizer, save_optimizer
 from pipeline.train.ds_config import ds_config
 from pipeline.train.placement import record_current, use_reserved_cpus
 from pipeline.train.progress import EvalProgress, Progress
-from pipeline.train.session import LoopContext
+from pipeline.train.session import LoopContext, Session
 from pipeline.train.tracker import TrialTracker
 from pipeline.zero import full_state
 
@@ -127,7 +127,7 @@ def train_worker(loop_config: dict) -> None:
     run_trial(loop_config["experiment"], loop_config["context"], TrainWorker())
 
 
-def run_trial(cfg: ExperimentConfig, ctx: LoopContext, session) -> None:
+def run_trial(cfg: ExperimentConfig, ctx: LoopContext, session: Session) -> None:
     """One trial (or its rest, after a restart from a checkpoint) on `session` (pipeline.train.session): a Ray Train
     worker or the Tune trial's own process. The backbone and encoded data come from the process cache
     (pipeline.train.warm); the method, optimizer and engine are new."""
@@ -239,7 +239,7 @@ class _Reporting:
     info: object
     task: Task
     encoding: Encoding
-    session: object
+    session: Session
     tracker: TrialTracker | None
 
 

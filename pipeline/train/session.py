@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -32,6 +33,25 @@ class LoopContext:
     """MLflow run of this trial."""
     trial_key: str | None = None
     """'<search id>/<trial id>': where rank 0 records its placement group for release (pipeline.train.placement)."""
+
+
+class Session(Protocol):
+    """Where a trial's loop runs: `TrainWorker` or `InProcess`, which the loop cannot tell apart."""
+
+    rank: int
+    """This process's rank in the trial (0 in process)."""
+    world: int
+    """Processes training the trial."""
+    device: torch.device
+    """Where this rank computes."""
+    records_placement: bool
+    """Whether rank 0 records a placement group for the driver's callback to release."""
+
+    def checkpoint(self) -> Path | None:
+        """The checkpoint directory the trial restarts from (None: a fresh start)."""
+
+    def report(self, metrics: dict, directory: str | None = None) -> None:
+        """Hand `metrics` (and the checkpoint in `directory`) to Tune."""
 
 
 class TrainWorker:
