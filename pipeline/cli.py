@@ -67,6 +67,13 @@ Overrides = Annotated[list[str] | None, typer.Argument(help="Config overrides ke
 NoRegister = Annotated[bool, typer.Option("--no-register", help="Skip Model Registry registration")]
 
 
+def _interrupted(e, command: str, config: Path, overrides: list[str] | None) -> None:
+    """A search or suite stopped by Ctrl+C or SIGTERM and saved: print how to resume it, exit 128 + the signal."""
+    again = " ".join([command, str(config), *(overrides or []), "--resume", e.resume_id])
+    typer.echo(f"interrupted: {e.resume_id} is saved; resume it with: {again}", err=True)
+    raise typer.Exit(128 + e.signum) from None  # 130 after Ctrl+C, 143 after SIGTERM
+
+
 def _run_and_report(run, command: str, config: Path, overrides: list[str] | None, **kw) -> None:
     from pipeline.config import ConfigError
     from pipeline.tune.interrupt import Interrupted
@@ -77,9 +84,7 @@ def _run_and_report(run, command: str, config: Path, overrides: list[str] | None
     except (ConfigError, ValueError) as e:  # bad config, space or pre-flight: one line, before Ray starts
         _fail(e)
     except Interrupted as e:
-        again = " ".join([command, str(config), *(overrides or []), "--resume", e.resume_id])
-        typer.echo(f"interrupted: {e.resume_id} is saved; resume it with: {again}", err=True)
-        raise typer.Exit(128 + e.signum) from None  # 130 after Ctrl+C, 143 after SIGTERM
+        _interrupted(e, command, config, overrides)
     _report(s)
     failed = sum(t.status == "failed" for t in s.trials)
     if not any(t.status == "completed" for t in s.trials):  # a job that produced nothing must not read as success
@@ -129,9 +134,7 @@ def suite(config: Path, overrides: Overrides = None,
     except (ConfigError, LookupError, FileNotFoundError) as e:
         _fail(e)
     except Interrupted as e:
-        again = " ".join(["promptfarm suite", str(config), *(overrides or []), "--resume", e.resume_id])
-        typer.echo(f"interrupted: {e.resume_id} is saved; resume it with: {again}", err=True)
-        raise typer.Exit(130) from None
+        _interrupted(e, "promptfarm suite", config, overrides)
     typer.echo(s.markdown)
     typer.echo(f"suite id: {s.suite_id}")
     if out is not None:
