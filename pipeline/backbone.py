@@ -27,7 +27,7 @@ def ensure_backbone(cfg: BackboneConfig) -> str:
     return cfg.name_or_path
 
 
-def backbone_info(model, cfg: BackboneConfig) -> BackboneInfo:
+def loaded_backbone_info(model, cfg: BackboneConfig) -> BackboneInfo:
     """Describe `model` for prompt compatibility checks and records."""
     c = model.config
     return BackboneInfo(
@@ -76,7 +76,7 @@ def load_backbone(cfg: BackboneConfig, zero3_config: dict | None = None):
         model = cls.from_pretrained(path, dtype=DTYPES[cfg.dtype], **kw)
     model.requires_grad_(False)
     model._promptfarm_ds_config = keep  # keeps transformers' ZeRO-3 mode on for the model's lifetime (generate)
-    return model, load_tokenizer(cfg, path), backbone_info(model, cfg)
+    return model, load_tokenizer(cfg, path), loaded_backbone_info(model, cfg)
 
 
 def quantization_config(cfg: BackboneConfig):

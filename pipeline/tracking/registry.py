@@ -199,7 +199,8 @@ def prompt_digest(prompt_dir: str | Path) -> str:
     That file records the SHA-256 of prompt.safetensors, which every load checks, so one digest pins both files;
     unlike the recorded tensor hash it is kept outside the registry, by whoever pins it.
     """
-    from pipeline.methods.artifact import CONFIG_FILE, file_sha256
+    from pipeline.digest import file_sha256
+    from pipeline.methods.artifact import CONFIG_FILE
 
     return file_sha256(Path(prompt_dir) / CONFIG_FILE)
 

@@ -13,6 +13,7 @@ import torch
 
 import pipeline.methods.artifact as io
 from pipeline import methods
+from pipeline.digest import file_sha256
 from pipeline.evaluation.predictor import Predictor
 from pipeline.export_peft import export_peft
 from pipeline.methods.artifact import CONFIG_FILE, TENSORS_FILE, PromptArtifactError, load_prompt, save_prompt
@@ -60,7 +61,7 @@ def _tamper_json(d, key: str, value) -> None:
 
 def _rehash(d) -> None:
     """Record the tampered tensor file's sha256, as a tamperer would, so only the other checks can refuse it."""
-    _tamper_json(d, "tensors_sha256", io.file_sha256(d / TENSORS_FILE))
+    _tamper_json(d, "tensors_sha256", file_sha256(d / TENSORS_FILE))
 
 
 def _tamper_header(d, edit) -> None:
