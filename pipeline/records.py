@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 
 from pipeline.config import ExperimentConfig
 
-TRIAL_TAG, SEARCH_TAG = "promptfarm.trial_id", "promptfarm.search_id"
+TRIAL_TAG, SEARCH_TAG, SUITE_TAG = "promptfarm.trial_id", "promptfarm.search_id", "promptfarm.suite_id"
+ROLE_TAG = "promptfarm.role"  # MLflow run tag: 'suite', 'search' or 'trial'
+STATE_TAG = "promptfarm.state"  # a search run's state: 'running', 'interrupted', 'finished'
+OUTCOME_TAG, ERROR_TAG = "promptfarm.outcome", "promptfarm.error"  # a trial run's end: completed/pruned/failed, why
 TASK_DIGEST_TAG = "task_digest"  # model version tag: SHA-256 of the task definition its prompt was trained for
 @dataclass
 class TrialSummary:

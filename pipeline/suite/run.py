@@ -14,11 +14,10 @@ from pathlib import Path
 import ray
 
 from pipeline.config import ExperimentConfig, absolute_path
+from pipeline.records import ROLE_TAG, SUITE_TAG
 from pipeline.suite.config import SuiteConfig, SuiteTask, task_config
 from pipeline.suite.table import FROZEN, Cell, TaskResult, build_table, table_json, to_markdown, wilson_interval
 from pipeline.tune.interrupt import Interrupted
-
-SUITE_TAG = "promptfarm.suite_id"
 
 
 @dataclass
@@ -51,7 +50,7 @@ def run_suite(scfg: SuiteConfig, resume: str | None = None) -> SuiteSummary:
         raise LookupError(f"suite {resume!r} not found in MLflow experiment {first.tracking.experiment!r} at {uri}; "
                           "expected the suite id printed when it started")
     suite_id = resume or f"{scfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_id = get_or_create_run(client, exp_id, suite_id, {SUITE_TAG: suite_id, "promptfarm.role": "suite"})
+    run_id = get_or_create_run(client, exp_id, suite_id, {SUITE_TAG: suite_id, ROLE_TAG: "suite"})
     if resume:  # an interrupted suite's run was closed KILLED: it runs again
         client.update_run(run_id, status="RUNNING")
     print(f"[promptfarm] suite id: {suite_id} ({'resuming' if resume else 'new'}; MLflow {uri}, run {run_id})",

@@ -27,7 +27,7 @@ class MlflowTrialStatus(Callback):
 
     def _record(self, trial, outcome: str | None, reason: str | None) -> None:
         """Tag the trial's MLflow run with its outcome (and reason) and terminate it accordingly."""
-        from pipeline.records import SEARCH_TAG, TRIAL_TAG
+        from pipeline.records import ERROR_TAG, OUTCOME_TAG, SEARCH_TAG, TRIAL_TAG
         from pipeline.tracking.runs import find_run, mlflow_client
 
         client = mlflow_client(self.uri)
@@ -43,9 +43,9 @@ class MlflowTrialStatus(Callback):
             if step is None:
                 step = max((m.step for m in client.get_metric_history(run_id, "step")), default=0)
             outcome = ended_as(int(step), self.max_steps)
-        client.set_tag(run_id, "promptfarm.outcome", outcome)
+        client.set_tag(run_id, OUTCOME_TAG, outcome)
         if reason:
-            client.set_tag(run_id, "promptfarm.error", reason[:5000])
+            client.set_tag(run_id, ERROR_TAG, reason[:5000])
         client.set_terminated(run_id, {"failed": "FAILED", "pruned": "KILLED"}.get(outcome, "FINISHED"))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:

@@ -87,7 +87,7 @@ def best_trial_run(client, exp_id: str, search_id: str, metric: str, mode: str) 
 
     Every eval is in the run's metric history; the run's `prompt` artifact is the prompt at its best eval.
     """
-    from pipeline.records import SEARCH_TAG
+    from pipeline.records import ROLE_TAG, SEARCH_TAG
     from pipeline.tracking.runs import filter_literal
 
     try:
@@ -95,7 +95,7 @@ def best_trial_run(client, exp_id: str, search_id: str, metric: str, mode: str) 
     except ValueError as e:  # the CLI reports a LookupError as one line
         raise LookupError(f"search id {e}") from None
     runs = client.search_runs([exp_id], filter_string=f"tags.{SEARCH_TAG} = {sid} and "
-                                                      "tags.promptfarm.role = 'trial'", max_results=10000)
+                                                      f"tags.{ROLE_TAG} = 'trial'", max_results=10000)
     if not runs:
         raise LookupError(f"search {search_id!r} has no trial runs in MLflow experiment {exp_id}; "
                           "expected the id printed by `promptfarm search`")

@@ -39,7 +39,7 @@ def make_driver(base: dict, search: SearchRef):
         from mlflow.entities import Param
         from ray import tune
 
-        from pipeline.records import SEARCH_TAG, TRIAL_TAG
+        from pipeline.records import ROLE_TAG, SEARCH_TAG, TRIAL_TAG
         from pipeline.tracking.runs import get_or_create_run, mlflow_client
         from pipeline.train.session import LoopContext
 
@@ -47,7 +47,7 @@ def make_driver(base: dict, search: SearchRef):
         trial_id = tune.get_context().get_trial_id()
         client = mlflow_client(search.uri)
         tags = {SEARCH_TAG: search.search_id, TRIAL_TAG: trial_id, "mlflow.parentRunId": search.parent,
-                "promptfarm.role": "trial"}
+                ROLE_TAG: "trial"}
         run_id = get_or_create_run(client, search.exp_id, f"{search.search_id}-{trial_id}", tags)
         if not client.get_run(run_id).data.params:  # params are immutable: log once, also across restores
             client.log_batch(run_id, params=[Param(k, v) for k, v in flat_params(exp).items()])

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 from pipeline.config import ExperimentConfig
 from pipeline.records import (
+    ROLE_TAG,
     SEARCH_TAG,
+    STATE_TAG,
     TRIAL_TAG,
     SearchRef,
     SearchSummary,
@@ -70,7 +72,7 @@ def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool 
     with Interruptible() as stop:
         grid = tuner.fit()
     if stop.interrupted:  # saved, not finished: nothing registered, the run stays open for --resume
-        run.client.set_tag(run.ref.parent, "promptfarm.state", "interrupted")
+        run.client.set_tag(run.ref.parent, STATE_TAG, "interrupted")
         run.client.set_terminated(run.ref.parent, "KILLED")
         raise Interrupted(search_id, stop.signum)
     summary = summarize(grid, search_id, run.ref.metric, run.ref.mode, cfg.train.max_steps, cfg.method_name)
@@ -95,12 +97,12 @@ def _open_search_run(cfg: ExperimentConfig, search_id: str, resuming: bool, pare
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri)
     client = mlflow_client(uri)
     exp_id = experiment_id(client, cfg)
-    parent = get_or_create_run(client, exp_id, search_id, {SEARCH_TAG: search_id, "promptfarm.role": "search"})
+    parent = get_or_create_run(client, exp_id, search_id, {SEARCH_TAG: search_id, ROLE_TAG: "search"})
     if parent_run:
         client.set_tag(parent, "mlflow.parentRunId", parent_run)
     if resuming:  # an interrupted search's run was closed KILLED: it runs again
         client.update_run(parent, status="RUNNING")
-    client.set_tag(parent, "promptfarm.state", "running")
+    client.set_tag(parent, STATE_TAG, "running")
     client.log_text(parent, json.dumps(cfg.to_dict(), indent=2), "config.json")
     print(f"[promptfarm] search id: {search_id} ({'resuming' if resuming else 'new'}; MLflow {uri}, run {parent})",
           flush=True)  # printed first: the id `--resume` needs if this driver dies
@@ -152,7 +154,7 @@ def _finish(cfg: ExperimentConfig, run: _SearchRun, summary: SearchSummary, regi
                                                                 TRIAL_TAG: summary.best_trial})
         run.client.log_metric(run.ref.parent, f"best_{run.ref.metric}", summary.best_value)
     log_search_plots(run.client, run.ref.parent, summary)
-    run.client.set_tag(run.ref.parent, "promptfarm.state", "finished")
+    run.client.set_tag(run.ref.parent, STATE_TAG, "finished")
     if (cfg.tracking.register if register is None else register) and summary.best_run_id:
         from pipeline.tune.champion import BestTrial, register_best
 

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.slow
 
 def test_suite_scores_every_method_marks_a_failed_task_and_resumes_without_rerunning(tmp_path, ray_cluster,
                                                                                      monkeypatch):
-    from pipeline.suite.run import SUITE_TAG, run_suite
+    from pipeline.records import SUITE_TAG
+    from pipeline.suite.run import run_suite
     from pipeline.tracking.runs import mlflow_client
 
     monkeypatch.chdir(ROOT)  # the config's fixture paths are relative to the repository
