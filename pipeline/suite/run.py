@@ -204,7 +204,7 @@ def _report_scores(cfg_dict: dict, split: str, path: str | None, limit: int | No
 
     cfg = ExperimentConfig.from_dict(cfg_dict)
     if not cfg.train.use_gpu:
-        from pipeline.train.placement import use_reserved_cpus
+        from pipeline.train.session import use_reserved_cpus
 
         use_reserved_cpus(cfg.train.cpus_per_worker)  # scoring held 1 of 2 reserved cores before
     key = f"val_{cfg.data.task.metric}"

@@ -36,9 +36,9 @@ from pipeline.prompted import PromptedModel
 from pipeline.records import better
 from pipeline.train.checkpoint import load_optimizer, save_optimizer
 from pipeline.train.ds_config import ds_config
-from pipeline.train.placement import record_current, use_reserved_cpus
+from pipeline.train.placement import record_current
 from pipeline.train.progress import EvalProgress, Progress
-from pipeline.train.session import LoopContext, Session
+from pipeline.train.session import LoopContext, Session, use_reserved_cpus
 from pipeline.train.tracker import TrialTracker
 from pipeline.zero import full_state
 

@@ -5,8 +5,6 @@ before the controller can remove its worker group's placement group. Ray Train's
 removes it if the State API (dashboard) answers; when it does not, the CPUs stay reserved and the next trial
 waits for workers forever. So rank 0 records its placement group in Ray's internal KV under the trial's key, and
 the Tune callback removes it when the trial ends. Removing an already removed group is a no-op.
-
-Also: `use_reserved_cpus`, which gives torch in a Ray worker the CPU threads that worker reserved.
 """
 
 from __future__ import annotations
@@ -14,20 +12,6 @@ from __future__ import annotations
 import contextlib
 
 _PREFIX = "promptfarm:pg:"
-
-
-def use_reserved_cpus(cpus: float) -> int:
-    """Set torch's intra-op threads to the `cpus` this Ray worker reserved, rounded up; returns the count.
-
-    Ray starts a worker with OMP_NUM_THREADS=1 unless told otherwise, whatever it reserved; a CPU trial or
-    scoring task should use the cores it holds (1.99 beside a driver's 0.01 on a 2-core machine: 2 threads)."""
-    import math
-
-    import torch
-
-    threads = max(1, math.ceil(cpus))
-    torch.set_num_threads(threads)
-    return threads
 
 
 def record_current(trial_key: str) -> None:

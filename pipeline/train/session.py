@@ -164,3 +164,17 @@ def newest_checkpoint(fs, trial_paths: list[str]) -> str | None:
             if isinstance(step, int) and (best is None or (step, info.path) > best):
                 best = (step, info.path)
     return None if best is None else best[1]
+
+
+def use_reserved_cpus(cpus: float) -> int:
+    """Set torch's intra-op threads to the `cpus` this Ray worker reserved, rounded up; returns the count.
+
+    Ray starts a worker with OMP_NUM_THREADS=1 unless told otherwise, whatever it reserved; a CPU trial or
+    scoring task should use the cores it holds (1.99 beside a driver's 0.01 on a 2-core machine: 2 threads)."""
+    import math
+
+    import torch
+
+    threads = max(1, math.ceil(cpus))
+    torch.set_num_threads(threads)
+    return threads

@@ -39,7 +39,7 @@ def test_resumed_batch_stream_continues_the_uninterrupted_order():
 
 
 def test_a_worker_takes_the_cpus_it_reserved_rounded_up():
-    from pipeline.train.placement import use_reserved_cpus
+    from pipeline.train.session import use_reserved_cpus
 
     saved = torch.get_num_threads()
     try:
