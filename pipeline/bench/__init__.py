@@ -4,5 +4,6 @@
 
 config.py  BenchConfig (YAML + overrides)   measure.py  timing and memory protocol
 rows.py    what each row runs               report.py   ratios, targets, markdown, JSON
-run.py     orchestration, outputs, MLflow
+run.py     orchestration, outputs, MLflow   peer.py     PEFT's PromptTuning on the same batches
+trials.py  trial start-up clock (bench-trials)   scoring.py  sum or mean rank-classification scoring, measured
 """

@@ -274,7 +274,9 @@ class PromptMethod(nn.Module):
         raise NotImplementedError
 
     def param_groups(self) -> list[dict]:
-        """Optimizer groups over the method's own parameters, each {'params', 'lr', 'name'}."""
+        """Optimizer groups over the method's own parameters, each {'params', 'lr', 'name', 'rms_power'}: lr in the
+        config's units, and rms_power the power of the backbone's embedding RMS that converts it to an absolute lr
+        (1: a tensor in embedding space; 0: a unit-free factor; pipeline.methods.units)."""
         raise NotImplementedError
 
     @staticmethod

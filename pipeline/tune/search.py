@@ -1,10 +1,11 @@
-"""ASHA search: a Tuner over a per-trial driver fn that runs a TorchTrainer (DeepSpeed) and reports every eval.
+"""ASHA search: a Tuner over a per-trial driver fn (pipeline.tune.driver); each trial reports every eval to ASHA.
 
-Layout of one search (Ray Train V2): Tuner(driver) -> driver builds TorchTrainer(train_worker) with
-`TuneReportCallback`, so each `ray.train.report` reaches ASHA while the trial runs and it can prune mid-trial.
-MLflow: the driver creates a parent run; each trial's driver creates (or on restore finds) its child run and
-hands the id to rank 0, which logs metrics and the best-so-far prompt; a Tune callback closes each child run
-with its outcome (completed, pruned, failed + reason). After the search the best prompt is registered.
+A trial of one worker (`train.in_process`, the CPU and one-GPU default) trains in the Tune trial's own process, which
+`reuse_actors` keeps warm for the next trial; a multi-worker trial's driver builds a TorchTrainer (DeepSpeed ZeRO
+across its workers) with `TuneReportCallback`, so each `ray.train.report` reaches ASHA while the trial runs and it
+can prune mid-trial. MLflow: the search creates a parent run; each trial's driver creates (or on restore finds) its
+child run and hands the id to rank 0, which logs metrics and the best-so-far prompt; a Tune callback closes each
+child run with its outcome (completed, pruned, failed + reason). After the search the best prompt is registered.
 """
 
 from __future__ import annotations
