@@ -1,4 +1,4 @@
-"""Model Registry: champion only on improvement, idempotent per search, concurrent searches, pyfunc, pull."""
+"""Model Registry: champion only on improvement, idempotent per search result, concurrent searches, pyfunc, pull."""
 
 from __future__ import annotations
 
@@ -126,63 +126,6 @@ def test_pull_unknown_model_fails_without_touching_out(store, tmp_path):
     with pytest.raises(Exception, match="nosuch"):
         pull("nosuch", out, tracking_uri=uri)
     assert (out / "prompt_config.json").read_text() == "{}"
-
-
-def test_evaluate_registered_logs_run_and_tags_version(store, tmp_path):
-    from pipeline.evaluation.predictor import Predictor
-    from pipeline.evaluation.runs import evaluate_registered
-    from tests.conftest import FIXTURES
-
-    uri, client, make_run = store
-    _reg(client, make_run(5), 0.6, "s1")
-    data = str(FIXTURES / "sst2_tiny" / "validation.tsv")
-    metrics = evaluate_registered("sst2-tiny", "champion", uri, "validation", data)
-    expected = Predictor.load(pull("sst2-tiny", tmp_path / "p", tracking_uri=uri)).evaluate("validation", data)
-    assert metrics == pytest.approx(expected) and set(metrics) == {"val_accuracy", "val_loss"}
-    version = client.get_model_version("sst2-tiny", "1")
-    assert float(version.tags["eval_validation_accuracy"]) == pytest.approx(metrics["val_accuracy"])
-    runs = client.search_runs([client.get_experiment_by_name("promptfarm-evaluations").experiment_id])
-    assert len(runs) == 1 and runs[0].data.metrics["val_accuracy"] == pytest.approx(metrics["val_accuracy"])
-
-
-def test_register_a_finished_search_from_its_mlflow_runs_alone(store, tiny_dirs):
-    """`promptfarm register --search-id`: best reported value over every trial's history, only trials with a
-    prompt, once per search."""
-    from pipeline.config import ExperimentConfig
-    from pipeline.records import SEARCH_TAG
-    from pipeline.tune.champion import register_search
-
-    uri, client, make_run = store
-    exp = client.get_experiment_by_name("t").experiment_id
-    for seed, history in [(1, [6.0, 5.5]), (2, [6.2, 5.2, 5.4]), (3, [5.9])]:
-        run_id = make_run(seed)
-        client.set_tag(run_id, SEARCH_TAG, "s-1")
-        client.set_tag(run_id, "promptfarm.role", "trial")
-        client.log_param(run_id, "method", "pt")
-        for step, v in enumerate(history):
-            client.log_metric(run_id, "val_loss", v, step=step)
-    no_prompt = client.create_run(exp, tags={SEARCH_TAG: "s-1", "promptfarm.role": "trial"}).info.run_id
-    client.log_metric(no_prompt, "val_loss", 1.0)  # failed before saving a prompt: never registered
-    cfg = ExperimentConfig.from_dict({
-        "backbone": {"name_or_path": str(tiny_dirs["llama"])}, "data": {"task": "sst2"},
-        "search": {"metric": "loss"}, "tracking": {"tracking_uri": uri, "experiment": "t", "model_name": "m"}})
-    name, version, champion, value = register_search(cfg, "s-1")
-    assert (name, version, champion, value) == ("m", "1", True, 5.2)
-    mv = client.get_model_version("m", "1")
-    assert mv.tags["search_id"] == "s-1" and mv.tags["metric"] == "val_loss" and "4 trials" in mv.description
-    assert register_search(cfg, "s-1")[1] == "1"  # registering again: the same version
-    with pytest.raises(LookupError, match="search 'nope' has no trial runs"):
-        register_search(cfg, "nope")
-    # the config must name what the search trained: an SST-2 search is never filed as the CoLA champion
-    raw = cfg.to_dict()
-    for section, key, value, says in [("data", "task", "cola", "task 'cola'"),
-                                      ("backbone", "name_or_path", "meta-llama/Llama-2-7b-hf",
-                                       "task 'sst2' on 'meta-llama/")]:
-        other = ExperimentConfig.from_dict({**raw, section: {**raw[section], key: value}})
-        with pytest.raises(ValueError, match=rf"search 's-1' trained task 'sst2' on '.*' \(revision None\), but "
-                                             rf"the config names {says}.*; expected the config the search ran with"):
-            register_search(other, "s-1")
-    assert len(client.search_model_versions("name = 'm'")) == 1
 
 
 def test_two_definitions_of_one_task_never_register_under_one_name(store):
