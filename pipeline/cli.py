@@ -175,7 +175,7 @@ def pull(name: str, out: Annotated[Path, typer.Option(help="Directory to write t
          tracking_uri: Annotated[str | None, typer.Option()] = None) -> None:
     """Download a registered prompt (models:/NAME@ALIAS, or NAME --version N) into OUT; print its version and
     digest, to pin it later with --version N --sha256 DIGEST."""
-    from pipeline.methods.artifact import PromptArtifactError
+    from pipeline.artifact import PromptArtifactError
     from pipeline.preflight import check_tracking
     from pipeline.tracking.registry import pull_pinned
     from pipeline.tracking.runs import resolve_tracking_uri
@@ -209,8 +209,8 @@ def predict(prompt_dir: Path, texts: Annotated[list[str] | None, typer.Argument(
     (generation) or the number (regression), then a tab and the input."""
     import sys
 
+    from pipeline.artifact import PromptArtifactError
     from pipeline.evaluation.predictor import predict_inputs
-    from pipeline.methods.artifact import PromptArtifactError
 
     if not prompt_dir.is_dir():
         _fail(FileNotFoundError(f"prompt directory {str(prompt_dir.resolve())!r} not found; expected a directory "
@@ -274,8 +274,8 @@ def evaluate(model: Annotated[str, typer.Argument(help="NAME[@ALIAS] (default al
 @app.command("export-peft")
 def export_peft(prompt_dir: Path, out: Path) -> None:
     """Write a PT prompt as a Hugging Face PEFT prompt-tuning adapter (PeftModel.from_pretrained loads OUT)."""
+    from pipeline.artifact import PromptArtifactError
     from pipeline.export_peft import export_peft as run
-    from pipeline.methods.artifact import PromptArtifactError
 
     try:
         typer.echo(str(run(prompt_dir, out)))

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from pipeline.methods.artifact import load_prompt, read_prompt_meta, recorded_backbone, recorded_encoding, recorded_task
+from pipeline.artifact import load_prompt, read_prompt_meta, recorded_backbone, recorded_encoding, recorded_task
 
 TASK_FILE = "promptfarm_task.json"
 ADAPTER_CONFIG = "adapter_config.json"

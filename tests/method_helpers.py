@@ -5,8 +5,8 @@ import contextlib
 import torch
 
 from pipeline import methods
+from pipeline.artifact import load_prompt, save_prompt
 from pipeline.backbone import embedding_rows
-from pipeline.methods.artifact import load_prompt, save_prompt
 from pipeline.methods.base import BackboneInfo, PromptBatch
 
 VOCAB, HIDDEN = 300, 32

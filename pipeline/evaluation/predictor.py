@@ -11,11 +11,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import BackboneConfig, DataConfig
-from pipeline.data.encode import Encoder, Encoding
-from pipeline.data.tasks import Task
-from pipeline.evaluation.score import score_examples
-from pipeline.methods.artifact import (
+from pipeline.artifact import (
     CONFIG_FILE,
     PromptArtifactError,
     load_prompt,
@@ -23,6 +19,10 @@ from pipeline.methods.artifact import (
     recorded_encoding,
     recorded_task,
 )
+from pipeline.config import BackboneConfig, DataConfig
+from pipeline.data.encode import Encoder, Encoding
+from pipeline.data.tasks import Task
+from pipeline.evaluation.score import score_examples
 from pipeline.prompted import NoPrompt, PromptedModel
 
 

@@ -27,7 +27,7 @@ class MethodSpec:
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
-_NOT_METHODS = {"base", "artifact", "table", "units"}  # helper modules beside the method files
+_NOT_METHODS = {"base", "table", "units"}  # helper modules beside the method files
 _LOADED = False
 
 

@@ -1,7 +1,7 @@
 """The prompt-method plugin contract (`PromptMethod`) and the helpers several methods share.
 
 A method is a `PromptMethod` subclass registered with `@register(name, ConfigClass)` in its own file, built as
-`cls(cfg, info, embed_rows, seed)`. Saving/loading (`pipeline.methods.artifact`) works on any method through its
+`cls(cfg, info, embed_rows, seed)`. Saving/loading (`pipeline.artifact`) works on any method through its
 config and `state_dict`. A method file imports this module and the registry, never a sibling method.
 """
 

@@ -199,8 +199,8 @@ def prompt_digest(prompt_dir: str | Path) -> str:
     That file records the SHA-256 of prompt.safetensors, which every load checks, so one digest pins both files;
     unlike the recorded tensor hash it is kept outside the registry, by whoever pins it.
     """
+    from pipeline.artifact import CONFIG_FILE
     from pipeline.digest import file_sha256
-    from pipeline.methods.artifact import CONFIG_FILE
 
     return file_sha256(Path(prompt_dir) / CONFIG_FILE)
 
@@ -222,7 +222,7 @@ def pull_pinned(name_or_uri: str, out: str | Path, alias: str = CHAMPION, tracki
     """
     import tempfile
 
-    from pipeline.methods.artifact import PromptArtifactError, read_prompt_meta
+    from pipeline.artifact import PromptArtifactError, read_prompt_meta
 
     if version is not None and not str(version).isdigit():
         raise ValueError(f"version {version!r} is not a registry version; expected a number such as 3")
@@ -275,7 +275,7 @@ def _download_prompt(uri: str, tmp: Path, tracking_uri: str | None) -> Path:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from pipeline.methods.artifact import CONFIG_FILE, TENSORS_FILE, PromptArtifactError
+    from pipeline.artifact import CONFIG_FILE, TENSORS_FILE, PromptArtifactError
 
     for sub in ("", "artifacts/prompt/"):
         dst = tmp / (sub.strip("/").replace("/", "-") or "plain")
@@ -299,7 +299,7 @@ def _install(src: Path, out: Path) -> None:
     import shutil
     import tempfile
 
-    from pipeline.methods.artifact import ARTIFACT_MODE, CONFIG_FILE, TENSORS_FILE
+    from pipeline.artifact import ARTIFACT_MODE, CONFIG_FILE, TENSORS_FILE
 
     out.mkdir(parents=True, exist_ok=True)
     staged: list[tuple[str, str]] = []

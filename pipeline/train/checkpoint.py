@@ -1,6 +1,6 @@
 """The optimizer half of a trial checkpoint, so a restarted worker group resumes exactly where it stopped.
 
-The prompt half is the prompt artifact (pipeline.methods.artifact). This half is each rank's share of the optimizer:
+The prompt half is the prompt artifact (pipeline.artifact). This half is each rank's share of the optimizer:
 under ZeRO-2/3 DeepSpeed steps the client AdamW over flat fp32 partitions (this rank's slice of each param group,
 or of each ZeRO-3 sub-group), so those flat tensors ARE the fp32 master weights and the AdamW state keyed by them
 (step, exp_avg, exp_avg_sq) the Adam moments of that slice. Both are written per rank as safetensors (tensors)

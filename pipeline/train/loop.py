@@ -23,13 +23,13 @@ import torch
 import torch.distributed as dist
 
 from pipeline import methods
+from pipeline.artifact import load_prompt, read_prompt_meta, save_prompt
 from pipeline.backbone import embedding_rows, input_embedding_rms
 from pipeline.config import ExperimentConfig
 from pipeline.data.encode import Encoder, Encoding, collate
 from pipeline.data.sources import load_examples, with_data_labels
 from pipeline.data.tasks import Task
 from pipeline.evaluation.score import evaluate
-from pipeline.methods.artifact import load_prompt, read_prompt_meta, save_prompt
 from pipeline.methods.base import count_trainable
 from pipeline.methods.units import absolute_groups
 from pipeline.prompted import PromptedModel

@@ -145,7 +145,7 @@ def newest_checkpoint(fs, trial_paths: list[str]) -> str | None:
 
     from pyarrow import fs as pafs
 
-    from pipeline.methods.artifact import CONFIG_FILE
+    from pipeline.artifact import CONFIG_FILE
 
     best: tuple[int, str] | None = None  # (step, path): the path orders ties (timestamped trial dirs, then index)
     for trial_path in trial_paths:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pipeline.methods.artifact import CONFIG_FILE, TENSORS_FILE
+from pipeline.artifact import CONFIG_FILE, TENSORS_FILE
 from pipeline.train.session import LoopContext
 
 

@@ -62,7 +62,7 @@ def _recorded(client, run_id: str):
     import tempfile
     from pathlib import Path
 
-    from pipeline.methods.artifact import CONFIG_FILE, recorded_task
+    from pipeline.artifact import CONFIG_FILE, recorded_task
 
     with tempfile.TemporaryDirectory() as tmp:
         meta = json.loads(Path(client.download_artifacts(run_id, f"prompt/{CONFIG_FILE}", tmp)).read_text())

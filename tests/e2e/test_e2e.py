@@ -16,8 +16,8 @@ import torch
 from ray.train import UserCallback
 from safetensors.torch import load_file
 
+from pipeline.artifact import CONFIG_FILE, TENSORS_FILE
 from pipeline.config import load_config
-from pipeline.methods.artifact import CONFIG_FILE, TENSORS_FILE
 from pipeline.train.loop import OPTIMIZER_DIR
 from tests.conftest import ROOT
 from tests.e2e.conftest import PROGRESS, SMOKE, THREADS
@@ -156,8 +156,8 @@ def test_every_method_trains_through_deepspeed_in_a_ray_trial(shared_search):
     LLaMA: every trial ended completed or pruned and its checkpointed prompt moved away from the method's seeded
     initialisation, every tensor of it."""
     from pipeline import methods
+    from pipeline.artifact import load_prompt
     from pipeline.backbone import embedding_rows, load_backbone
-    from pipeline.methods.artifact import load_prompt
 
     s, cfg = shared_search.summary, shared_search.cfg
     assert sorted(t.method for t in s.trials) == methods.names()

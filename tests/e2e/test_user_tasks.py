@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
+from pipeline.artifact import CONFIG_FILE
 from pipeline.config import load_config
-from pipeline.methods.artifact import CONFIG_FILE
 from tests.conftest import FIXTURES
 from tests.e2e.conftest import SMOKE
 

@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline import methods
+from pipeline.artifact import TENSORS_FILE, PromptArtifactError, save_prompt
 from pipeline.backbone import embedding_rows
 from pipeline.export_peft import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_KEY, TASK_FILE, export_peft
-from pipeline.methods.artifact import TENSORS_FILE, PromptArtifactError, save_prompt
 from pipeline.methods.dept import DePTConfig
 from pipeline.methods.pt import PTConfig
 from pipeline.prompted import PromptedModel

@@ -182,7 +182,7 @@ def test_pull_from_an_unreachable_tracking_uri(home, monkeypatch):
 
 def test_prompt_artifact_files_share_mode_0644(tmp_path):
     from pipeline import methods
-    from pipeline.methods.artifact import CONFIG_FILE, TENSORS_FILE, save_prompt
+    from pipeline.artifact import CONFIG_FILE, TENSORS_FILE, save_prompt
     from pipeline.methods.base import BackboneInfo
     from pipeline.methods.pt import PTConfig
 

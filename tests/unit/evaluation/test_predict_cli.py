@@ -7,11 +7,11 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline import methods
+from pipeline.artifact import save_prompt
 from pipeline.cli import app
 from pipeline.data.builtin import task_from
 from pipeline.data.encode import Encoding
 from pipeline.data.sources import with_data_labels
-from pipeline.methods.artifact import save_prompt
 from pipeline.methods.pt import PTConfig
 from tests.conftest import FIXTURES
 

@@ -9,6 +9,7 @@ import logging
 import torch
 
 from pipeline import methods
+from pipeline.artifact import CONFIG_FILE, save_prompt
 from pipeline.backbone import embedding_rows, load_backbone
 from pipeline.config import BackboneConfig
 from pipeline.data.builtin import get_task
@@ -16,7 +17,6 @@ from pipeline.data.encode import Encoder, Encoding
 from pipeline.data.sources import load_examples
 from pipeline.evaluation.predictor import Predictor
 from pipeline.evaluation.score import evaluate
-from pipeline.methods.artifact import CONFIG_FILE, save_prompt
 from pipeline.methods.pt import PTConfig
 from pipeline.prompted import PromptedModel
 from tests.conftest import FIXTURES

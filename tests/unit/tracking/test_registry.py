@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from pipeline import methods
+from pipeline.artifact import TENSORS_FILE, save_prompt
 from pipeline.backbone import embedding_rows
-from pipeline.methods.artifact import TENSORS_FILE, save_prompt
 from pipeline.methods.pt import PTConfig
 from pipeline.tracking.registry import CHAMPION, pull, register_prompt
 

@@ -8,8 +8,8 @@ import logging
 import pytest
 from typer.testing import CliRunner
 
+from pipeline.artifact import CONFIG_FILE, TENSORS_FILE, read_prompt_meta
 from pipeline.cli import app
-from pipeline.methods.artifact import CONFIG_FILE, TENSORS_FILE, read_prompt_meta
 from pipeline.tracking.registry import CHAMPION, pull, register_prompt
 from tests.unit.tracking.test_registry import make_store
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from pipeline import methods
+from pipeline.artifact import load_prompt, save_prompt
 from pipeline.backbone import embedding_rows, load_backbone
 from pipeline.config import load_config
 from pipeline.data.builtin import get_task
 from pipeline.data.encode import Encoder, Encoding
 from pipeline.data.sources import load_examples
-from pipeline.methods.artifact import load_prompt, save_prompt
 from pipeline.prompted import PromptedModel
 from pipeline.train.checkpoint import load_optimizer, save_optimizer
 from pipeline.train.ds_config import ds_config

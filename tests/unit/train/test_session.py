@@ -7,7 +7,7 @@ import json
 
 from pyarrow import fs
 
-from pipeline.methods.artifact import CONFIG_FILE
+from pipeline.artifact import CONFIG_FILE
 from pipeline.train.session import newest_checkpoint, trial_dirs
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from pipeline.artifact import TENSORS_FILE
 from pipeline.config import load_config
-from pipeline.methods.artifact import TENSORS_FILE
 from tests.conftest import ROOT
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pipeline import methods
-from pipeline.methods.artifact import CONFIG_FILE, TENSORS_FILE, PromptArtifactError, load_prompt, save_prompt
+from pipeline.artifact import CONFIG_FILE, TENSORS_FILE, PromptArtifactError, load_prompt, save_prompt
 from pipeline.methods.base import BackboneInfo
 from pipeline.methods.pt import PTConfig
 
@@ -83,7 +83,7 @@ def test_backbone_mismatch_refused(saved, field, value):
 def test_save_is_atomic_over_existing(saved, monkeypatch):
     """A failing save leaves the previous good artifact loadable."""
     d, m = saved
-    import pipeline.methods.artifact as io
+    import pipeline.artifact as io
 
     def boom(*a, **k):
         raise OSError("disk full")

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import pipeline.methods.artifact as io
+import pipeline.artifact as io
 from pipeline import methods
+from pipeline.artifact import CONFIG_FILE, TENSORS_FILE, PromptArtifactError, load_prompt, save_prompt
 from pipeline.digest import file_sha256
 from pipeline.evaluation.predictor import Predictor
 from pipeline.export_peft import export_peft
-from pipeline.methods.artifact import CONFIG_FILE, TENSORS_FILE, PromptArtifactError, load_prompt, save_prompt
 from pipeline.methods.base import BackboneInfo
 from pipeline.methods.pt import PTConfig
 from tests.conftest import ROOT
