@@ -92,8 +92,8 @@ def _champion_pulls_and_serves_from(server: str, model_name: str, out: Path) -> 
     import pandas as pd
     from typer.testing import CliRunner
 
+    from pipeline.artifact import read_prompt_meta
     from pipeline.cli import app
-    from pipeline.methods.artifact import read_prompt_meta
 
     pulled = CliRunner().invoke(app, ["pull", model_name, "--out", str(out), "--tracking-uri", server])
     assert pulled.exit_code == 0, pulled.output
@@ -109,8 +109,10 @@ def _champion_pulls_and_serves_from(server: str, model_name: str, out: Path) -> 
     assert len(labels) == 2 and set(labels) <= {"negative", "positive"}
 
 
-def test_ctrl_c_saves_the_search_and_resume_finishes_it(tmp_path, ray_cluster):
-    """SIGINT to `promptfarm search` after a first trial completed: exit 130 with the `--resume` command (not
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["sigint", "sigterm"])
+def test_ctrl_c_saves_the_search_and_resume_finishes_it(tmp_path, ray_cluster, signum, code):
+    """SIGINT (or SIGTERM, as `ray job stop`, Kubernetes and systemd send it) to `promptfarm search` after a first
+    trial completed: exit 130 (143) with the `--resume` command (not
     Tune's `Tuner.restore` hint), the search run closed KILLED and nothing registered; `--resume` then finishes the
     same search, labels every trial that reached max_steps completed, and registers once. Trials are long enough
     (300 steps) that the second is still training when the signal comes."""
@@ -136,12 +138,12 @@ def test_ctrl_c_saves_the_search_and_resume_finishes_it(tmp_path, ray_cluster):
     while " completed: " not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
     assert proc.poll() is None, log.read_text()[-3000:]
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     rc = proc.wait(timeout=300)
     out = log.read_text()
     (parent,) = _search_runs(mlflow_client(uri))
     search_id = parent.data.tags["promptfarm.search_id"]
-    assert rc == 130, out[-3000:]
+    assert rc == code, out[-3000:]
     (hint,) = [ln for ln in out.splitlines() if ln.startswith("interrupted: ")]
     assert hint.startswith(f"interrupted: {search_id} is saved; resume it with: promptfarm search {SMOKE} ")
     assert hint.endswith(f"--resume {search_id}")
@@ -173,7 +175,7 @@ def test_in_process_trial_restarts_from_the_newest_checkpoint_in_its_own_directo
     def trainable(config):
         from ray.train._internal.session import get_storage
 
-        from pipeline.methods.artifact import CONFIG_FILE
+        from pipeline.artifact import CONFIG_FILE
         from pipeline.train.session import InProcess
 
         session = InProcess(use_gpu=False)
