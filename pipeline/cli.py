@@ -125,12 +125,15 @@ def suite(config: Path, overrides: Overrides = None,
           = None) -> None:
     """One ASHA search per task of a suite; every method's best trial on each report split; the table."""
     from pipeline.config import ConfigError
-    from pipeline.suite.config import load_suite_config
-    from pipeline.suite.run import run_suite, write_outputs
+    from pipeline.suite.config import check_suite, load_suite_config
     from pipeline.tune.interrupt import Interrupted
 
     try:
-        s = run_suite(load_suite_config(config, overrides or []), resume=resume)
+        scfg = load_suite_config(config, overrides or [])
+        check_suite(scfg)  # every task, before MLflow or Ray
+        from pipeline.suite.run import run_suite, write_outputs
+
+        s = run_suite(scfg, resume=resume)
     except (ConfigError, LookupError, FileNotFoundError) as e:
         _fail(e)
     except Interrupted as e:

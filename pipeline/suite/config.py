@@ -81,3 +81,22 @@ def task_config(cfg: SuiteConfig, task: SuiteTask) -> ExperimentConfig:
         return ExperimentConfig.from_dict(apply_overrides(raw, task.overrides))
     except ConfigError as e:
         raise ConfigError(f"task {task.name!r}: {e}") from None
+
+
+def check_suite(cfg: SuiteConfig) -> None:
+    """Pre-flight of every task before MLflow or Ray: its data files, search space, tracking store and backbone
+    (pipeline.preflight.check_run) and its report file, each failure one line naming the task. Without it a missing
+    report file was found after that task's whole search."""
+    from pipeline.preflight import check_data_file, check_run, task_labels
+    from pipeline.tune.cluster import DRIVER_CPU
+    from pipeline.tune.space import search_space
+
+    for task in cfg.tasks:
+        exp = task_config(cfg, task)
+        try:
+            check_run(exp, DRIVER_CPU)
+            search_space(exp)
+            if task.report_file:
+                check_data_file(task_labels(exp), "report_file", task.report_file, task.report_split)
+        except ConfigError as e:
+            raise ConfigError(f"suite task {task.name!r}: {e}") from None
