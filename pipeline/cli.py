@@ -213,7 +213,8 @@ def predict(prompt_dir: Path, texts: Annotated[list[str] | None, typer.Argument(
     import sys
 
     from pipeline.artifact import PromptArtifactError
-    from pipeline.evaluation.predictor import predict_inputs
+    from pipeline.evaluation.predictor import Predictor, predict_inputs
+    from pipeline.preflight import check_backbone
 
     if not prompt_dir.is_dir():
         _fail(FileNotFoundError(f"prompt directory {str(prompt_dir.resolve())!r} not found; expected a directory "
@@ -221,6 +222,8 @@ def predict(prompt_dir: Path, texts: Annotated[list[str] | None, typer.Argument(
     try:
         if quantization not in (None, "none", "nf4", "fp4", "int8"):
             raise ValueError(f"--quantization {quantization!r} is not allowed; expected none, nf4, fp4 or int8")
+        # the backbone resolves (an uncached hub id offline: one line now, not ~25 s of hub retries)
+        _preflight(check_backbone, Predictor.backbone_config(prompt_dir, backbone, quantization=quantization))
         pairs = predict_inputs(prompt_dir, texts, file, field, sys.stdin, backbone=backbone, quantization=quantization)
     except (PromptArtifactError, FileNotFoundError, ImportError, ValueError) as e:
         _fail(e)

@@ -41,6 +41,22 @@ class Predictor:
     device: torch.device = torch.device("cpu")
     """Where batches are scored (the backbone's device)."""
 
+    @staticmethod
+    def backbone_config(prompt_dir: str | Path, backbone: str | None = None, dtype: str | None = None,
+                        trust_remote_code: bool = False, quantization: str | None = None,
+                        meta: dict | None = None) -> BackboneConfig:
+        """The backbone `load` loads for the prompt in `prompt_dir`: `backbone` or the recorded id/path, with
+        `quantization` and `dtype` (None: the recorded ones); `meta`: its already read prompt_config.json."""
+        meta = meta or read_prompt_meta(prompt_dir)
+        rec = meta["backbone"]
+        recorded_dtype = rec.get("dtype") or meta.get("encoding", {}).get("dtype", "float32")
+        _recorded_choice(recorded_dtype, "dtype", "backbone.dtype" if "dtype" in rec else "encoding.dtype", prompt_dir)
+        _recorded_choice(rec.get("quantization", "none"), "quantization", "backbone.quantization", prompt_dir)
+        return BackboneConfig(name_or_path=backbone or rec["name_or_path"],
+                              revision=None if backbone else rec.get("revision"), dtype=dtype or recorded_dtype,
+                              gguf=None if backbone else rec.get("gguf"), trust_remote_code=trust_remote_code,
+                              quantization=quantization or rec.get("quantization", "none"))
+
     @classmethod
     def load(cls, prompt_dir: str | Path, backbone: str | None = None, dtype: str | None = None,
              trust_remote_code: bool = False, max_length: int | None = None,
@@ -53,18 +69,12 @@ class Predictor:
         from pipeline.backbone import load_backbone
 
         meta = read_prompt_meta(prompt_dir)
-        rec, enc = meta["backbone"], recorded_encoding(meta, Path(prompt_dir) / CONFIG_FILE)
+        enc = recorded_encoding(meta, Path(prompt_dir) / CONFIG_FILE)
         if "encoding" not in meta:
             logging.getLogger("promptfarm").warning(
                 f"prompt in {str(prompt_dir)!r} records no encoding (saved before promptfarm recorded one): scoring "
                 "it with max_length 256, max_target_length 8, no decoder separator, float32")
-        recorded_dtype = rec.get("dtype") or meta.get("encoding", {}).get("dtype", "float32")
-        _recorded_choice(recorded_dtype, "dtype", "backbone.dtype" if "dtype" in rec else "encoding.dtype", prompt_dir)
-        _recorded_choice(rec.get("quantization", "none"), "quantization", "backbone.quantization", prompt_dir)
-        bcfg = BackboneConfig(name_or_path=backbone or rec["name_or_path"],
-                              revision=None if backbone else rec.get("revision"), dtype=dtype or recorded_dtype,
-                              gguf=None if backbone else rec.get("gguf"), trust_remote_code=trust_remote_code,
-                              quantization=quantization or rec.get("quantization", "none"))
+        bcfg = cls.backbone_config(prompt_dir, backbone, dtype, trust_remote_code, quantization, meta)
         model, tok, info = load_backbone(bcfg)
         method, meta = load_prompt(prompt_dir, info, meta)
         dev = _device(device, model, bcfg.quantization)

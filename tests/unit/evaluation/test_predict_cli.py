@@ -66,3 +66,13 @@ def test_bad_input_is_one_line_and_exit_2(prompt, tiny_dirs, tmp_path, args, std
     code, out, err = _run([prompt, *args, "--backbone", tiny_dirs["llama"]], stdin)
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], err
+
+
+def test_an_uncached_hub_backbone_offline_is_one_line_at_once(prompt, monkeypatch):
+    """Loading it would retry the hub for ~25 s and print a dozen lines; the pre-flight probe answers first."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = _run([prompt, "hello", "--backbone", "some-org/not-in-the-cache"])
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("error: backbone 'some-org/not-in-the-cache' is not a local directory and not in "
+                               "the Hugging Face cache") and "the hub is offline (HF_HUB_OFFLINE=1)" in lines[0]
