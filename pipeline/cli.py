@@ -245,34 +245,28 @@ def evaluate(model: Annotated[str, typer.Argument(help="NAME[@ALIAS] (default al
     unless --limit; `data.max_eval_samples` is the search's selection subset). `--frozen` scores the config's
     backbone with no prompt instead: zero-shot rank classification over the same template and label words.
     """
-    from pipeline.evaluation.runs import evaluate_frozen, evaluate_registered
+    from pipeline.config import ConfigError
+    from pipeline.evaluation.runs import eval_target, evaluate_frozen, evaluate_registered
     from pipeline.preflight import check_evaluate, check_tracking
-    from pipeline.tracking.registry import registered_name
-    from pipeline.tracking.runs import resolve_tracking_uri
 
-    name, _, at = model.partition("@")
-    if model.endswith((".yaml", ".yml")):
-        cfg = _load(Path(model), overrides)
-        name, at = registered_name(cfg), alias
-        file = file or (cfg.data.validation_file if split == "validation" else None)
-        tracking_uri = tracking_uri or cfg.tracking.tracking_uri
-        _preflight(check_evaluate, cfg, split, file, resolve_tracking_uri(tracking_uri))
-        if frozen:
-            try:
-                metrics = evaluate_frozen(cfg, resolve_tracking_uri(tracking_uri), split, file, limit)
-            except Exception as e:  # noqa: BLE001 - backbone/data/MLflow errors: one line
-                _fail(Exception(f"could not evaluate the frozen {cfg.backbone.name_or_path}: {str(e).splitlines()[0]}"))
-            for key, value in metrics.items():
-                typer.echo(f"{key}\t{value:.4f}")
-            return
+    try:
+        t = eval_target(model, overrides, alias, split, file, tracking_uri)
+    except (ConfigError, FileNotFoundError) as e:
+        _fail(e)
+    if t.cfg is not None:
+        _preflight(check_evaluate, t.cfg, split, t.file, t.tracking_uri)
     elif frozen:
         _fail(ValueError(f"--frozen needs a CONFIG file (the backbone and task to score), got {model!r}"))
     else:
-        _preflight(check_tracking, resolve_tracking_uri(tracking_uri))
+        _preflight(check_tracking, t.tracking_uri)
     try:
-        metrics = evaluate_registered(name, at or alias, resolve_tracking_uri(tracking_uri), split, file, limit)
-    except Exception as e:  # MLflow/data errors: one line
-        _fail(Exception(f"could not evaluate {name}@{at or alias}: {str(e).splitlines()[0]}"))
+        if frozen:
+            metrics = evaluate_frozen(t.cfg, t.tracking_uri, split, t.file, limit)
+        else:
+            metrics = evaluate_registered(t.name, t.alias, t.tracking_uri, split, t.file, limit)
+    except Exception as e:  # noqa: BLE001 - backbone, data and MLflow errors: one line
+        what = f"the frozen {t.cfg.backbone.name_or_path}" if frozen else f"{t.name}@{t.alias}"
+        _fail(Exception(f"could not evaluate {what}: {str(e).splitlines()[0]}"))
     for key, value in metrics.items():
         typer.echo(f"{key}\t{value:.4f}")
 

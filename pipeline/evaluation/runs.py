@@ -3,10 +3,42 @@ run of the MLflow experiment 'promptfarm-evaluations'; a registered version is a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import ExperimentConfig, load_config
 from pipeline.tracking.registry import pull, registered_name
-from pipeline.tracking.runs import mlflow_client
+from pipeline.tracking.runs import mlflow_client, resolve_tracking_uri
 
 EXPERIMENT = "promptfarm-evaluations"
+
+
+@dataclass(frozen=True)
+class EvalTarget:
+    """What `promptfarm evaluate MODEL` scores, resolved from a NAME[@ALIAS] or a CONFIG file."""
+
+    cfg: ExperimentConfig | None
+    """The experiment config when MODEL is a CONFIG file (its backbone and task for --frozen), else None."""
+    name: str
+    """Registered model name: NAME, or the config's registered name."""
+    alias: str
+    """Registry alias to score (`NAME@ALIAS`, else `alias`)."""
+    file: str | None
+    """Local data file: the one given, else a config's validation file for the validation split."""
+    tracking_uri: str
+    """The tracking store: the one given, else the config's, else $MLFLOW_TRACKING_URI or ./mlruns.db."""
+
+
+def eval_target(model: str, overrides: list[str] | None, alias: str, split: str, file: str | None,
+                tracking_uri: str | None) -> EvalTarget:
+    """Resolve MODEL (NAME[@ALIAS] or a *.yaml / *.yml CONFIG); a bad config is a ConfigError."""
+    if model.endswith((".yaml", ".yml")):
+        cfg = load_config(Path(model), overrides or [])
+        return EvalTarget(cfg, registered_name(cfg), alias,
+                          file or (cfg.data.validation_file if split == "validation" else None),
+                          resolve_tracking_uri(tracking_uri or cfg.tracking.tracking_uri))
+    name, _, at = model.partition("@")
+    return EvalTarget(None, name, at or alias, file, resolve_tracking_uri(tracking_uri))
 
 
 def _experiment_id(client) -> str:
