@@ -20,6 +20,7 @@ Predictions are label words (classification), generated texts (generation) or nu
 from __future__ import annotations
 
 import mlflow
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 
@@ -31,9 +32,10 @@ class PromptModel(PythonModel):
 
         self.predictor = Predictor.load(context.artifacts["prompt"])
 
-    def predict(self, context, model_input, params=None) -> list[str]:
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> list[str]:
         """`model_input`: DataFrame with the template's columns, or a 'text' column (else its first column), or a
-        list of strings."""
+        list of strings. (A DataFrame hint is one MLflow infers no schema from: it validates nothing, lets a list
+        through, and is not the 'add type hints' warning every registration printed.)"""
         fields = self.predictor.task.text_fields
         if hasattr(model_input, "columns") and all(f in model_input.columns for f in fields):
             return self.predictor.predict_rows(model_input[list(fields)].astype(str).to_dict("records"))

@@ -12,7 +12,7 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.config import ExperimentConfig
 from pipeline.records import TASK_DIGEST_TAG, best_of, better
-from pipeline.tracking.runs import filter_literal, mlflow_client
+from pipeline.tracking.runs import filter_literal, mlflow_client, quiet_mlflow
 
 CHAMPION = "champion"
 log = logging.getLogger("promptfarm")
@@ -115,7 +115,7 @@ def log_prompt_model(client: MlflowClient, run_id: str):
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     status = client.get_run(run_id).info.status
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, quiet_mlflow():
         prompt_dir = client.download_artifacts(run_id, "prompt", tmp)
         mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None)
         try:
@@ -238,7 +238,7 @@ def pull_pinned(name_or_uri: str, out: str | Path, alias: str = CHAMPION, tracki
             client.get_model_version_by_alias(name_or_uri, alias)
         uri, pulled = _version_source(client, mv), str(mv.version)
     out = Path(out)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, quiet_mlflow():
         src = _download_prompt(uri, Path(tmp), tracking_uri)
         read_prompt_meta(src)  # refuse a corrupt download before it replaces anything in `out`
         digest = prompt_digest(src)

@@ -63,8 +63,9 @@ def _recorded(client, run_id: str):
     from pathlib import Path
 
     from pipeline.artifact import CONFIG_FILE, recorded_task
+    from pipeline.tracking.runs import quiet_mlflow
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, quiet_mlflow():
         meta = json.loads(Path(client.download_artifacts(run_id, f"prompt/{CONFIG_FILE}", tmp)).read_text())
     return recorded_task(meta), meta["backbone"]
 

@@ -150,3 +150,14 @@ def test_two_definitions_of_one_task_never_register_under_one_name(store):
         reg(make_run(2), 0.9, "s2", edited)
     assert len(client.search_model_versions("name = 'sst2-tiny'")) == 1
     assert reg(make_run(3), 0.7, "s3", sst2) == ("2", True)
+
+
+def test_registering_and_pulling_print_no_progress_bars_or_pyfunc_advice(store, tmp_path, capfd, recwarn):
+    """A first run of the main job prints promptfarm's lines only: no artifact download bars, no MLflow advice to
+    type-hint the pyfunc's predict."""
+    uri, client, make_run = store
+    _reg(client, make_run(1), 0.6, "s1")
+    pull("sst2-tiny", tmp_path / "p", tracking_uri=uri)
+    out, err = capfd.readouterr()
+    assert "Downloading artifacts" not in out + err and "%|" not in err
+    assert not [str(w.message)[:120] for w in recwarn if "Add type hints" in str(w.message)]
