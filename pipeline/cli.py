@@ -57,10 +57,16 @@ def _report(s) -> None:
     typer.echo(f"search id: {s.search_id}")
     if s.best_trial:
         typer.echo(f"best: trial {s.best_trial} {s.metric}={s.best_value:.4f}")
-    if s.version:
-        typer.echo(f"registered {s.model_name} version {s.version}{' (champion)' if s.champion else ''}")
-    elif s.model_name:
-        typer.echo(f"not registered: {s.metric}={s.best_value:.4f} does not beat the champion of {s.model_name}")
+    if s.registration:
+        typer.echo(_registered(s.registration, s.metric))
+
+
+def _registered(r, metric: str) -> str:
+    """One line for a pipeline.records.Registration."""
+    if r.version:
+        champion = " (champion)" if r.champion else ""
+        return f"registered {r.model_name} version {r.version}{champion} ({metric}={r.value:.4f})"
+    return f"not registered: {metric}={r.value:.4f} does not beat the champion of {r.model_name}"
 
 
 Overrides = Annotated[list[str] | None, typer.Argument(help="Config overrides key.path=value")]
@@ -160,13 +166,12 @@ def register(config: Path, overrides: Overrides = None,
 
     _preflight(check_tracking, tracking_uri(cfg.tracking.tracking_uri))
     try:
-        name, version, champion, value = register_search(cfg, search_id)
+        registration = register_search(cfg, search_id)
     except (LookupError, ValueError) as e:  # no such search; a config naming another task or backbone
         _fail(e)
-    if version:
-        typer.echo(f"registered {name} version {version}{' (champion)' if champion else ''} ({value:.4f})")
-    else:
-        typer.echo(f"not registered: {value:.4f} does not beat the champion of {name}")
+    from pipeline.records import search_metric
+
+    typer.echo(_registered(registration, search_metric(cfg)[0]))
 
 
 @app.command()

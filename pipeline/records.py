@@ -14,6 +14,20 @@ ROLE_TAG = "promptfarm.role"  # MLflow run tag: 'suite', 'search' or 'trial'
 STATE_TAG = "promptfarm.state"  # a search run's state: 'running', 'interrupted', 'finished'
 OUTCOME_TAG, ERROR_TAG = "promptfarm.outcome", "promptfarm.error"  # a trial run's end: completed/pruned/failed, why
 TASK_DIGEST_TAG = "task_digest"  # model version tag: SHA-256 of the task definition its prompt was trained for
+@dataclass(frozen=True)
+class Registration:
+    """What registering a search's best prompt did (`register_best`, `register_search`)."""
+
+    model_name: str
+    """Registered model the prompt was offered to, e.g. 'sst2-smollm2-135m-instruct'."""
+    version: str | None
+    """The version holding it; None when it did not beat the champion."""
+    champion: bool
+    """Whether that version is now the `champion`."""
+    value: float
+    """The prompt's value of the search metric."""
+
+
 @dataclass
 class TrialSummary:
     """Outcome of one trial."""
@@ -62,12 +76,8 @@ class SearchSummary:
     """Path (in Ray storage) of the best prompt checkpoint."""
     best_run_id: str | None = None
     """MLflow run of the best trial."""
-    model_name: str | None = None
-    """Registered model the best prompt was registered under."""
-    version: str | None = None
-    """Registered model version."""
-    champion: bool = False
-    """Whether the version became the `champion`."""
+    registration: Registration | None = None
+    """What registering the best prompt did; None when the search did not register."""
 
 
 @dataclass(frozen=True)

@@ -162,8 +162,9 @@ def _task(cfg_dict: dict, task: dict, search_id: str, restore: bool, register: b
                              interval(scores[method]), _curve(uri, run, f"val_{metric}"))
     if frozen:
         cells[FROZEN] = Cell(scores[FROZEN], 0, 0, None, n, interval(scores[FROZEN]))
+    reg = s.registration
     return asdict(TaskResult(t.name, "done", metric, None, search_id, cells, steps,
-                             s.model_name, s.version))
+                             reg.model_name if reg else None, reg.version if reg else None))
 
 
 def _curve(uri: str, run_id: str | None, metric: str) -> list[list[float]]:

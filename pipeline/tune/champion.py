@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.config import ExperimentConfig
-from pipeline.records import TASK_DIGEST_TAG, best_of, better
+from pipeline.records import TASK_DIGEST_TAG, Registration, best_of, better
 
 
 @dataclass(frozen=True)
@@ -31,10 +31,10 @@ class BestTrial:
     """Trials the search ran."""
 
 
-def register_best(client, cfg: ExperimentConfig, best: BestTrial) -> tuple[str, str | None, bool]:
-    """Register `best`'s prompt under the config's model name, if it beats the champion. Returns (model name,
-    version or None, whether it is the champion). The task and backbone are the ones the prompt records; a config
-    that names others (an SST-2 search registered with a CoLA config) is refused."""
+def register_best(client, cfg: ExperimentConfig, best: BestTrial) -> Registration:
+    """Register `best`'s prompt under the config's model name, if it beats the champion. The task and backbone are
+    the ones the prompt records; a config that names others (an SST-2 search filed under a CoLA config) is
+    refused."""
     from pipeline.tracking.registry import register_prompt, registered_name
 
     search_id, metric, value, run_id = best.search_id, best.metric, best.value, best.run_id
@@ -53,7 +53,7 @@ def register_best(client, cfg: ExperimentConfig, best: BestTrial) -> tuple[str, 
     desc = (f"Best of {best.trials} trials of ASHA search {search_id} ({method}, {metric}={value:.4f}, "
             f"method params {sampled})")
     version, champion = register_prompt(client, name, run_id, metric, value, best.mode, tags, desc)
-    return name, version, champion
+    return Registration(name, version, champion, value)
 
 
 def _recorded(client, run_id: str):
@@ -113,13 +113,12 @@ def best_trial_run(client, exp_id: str, search_id: str, metric: str, mode: str) 
     return BestTrial(search_id, metric, mode, best[1], best[0], len(runs))
 
 
-def register_search(cfg: ExperimentConfig, search_id: str) -> tuple[str, str | None, bool, float]:
-    """Register the best prompt of a finished search from its MLflow runs: (model, version, champion, value)."""
+def register_search(cfg: ExperimentConfig, search_id: str) -> Registration:
+    """Register the best prompt of a finished search from its MLflow runs, if it beats the champion."""
     from pipeline.records import search_metric
     from pipeline.tracking.runs import experiment_id, mlflow_client, resolve_tracking_uri
 
     client = mlflow_client(resolve_tracking_uri(cfg.tracking.tracking_uri))
     metric, mode = search_metric(cfg)
     best = best_trial_run(client, experiment_id(client, cfg), search_id, metric, mode)
-    name, version, champion = register_best(client, cfg, best)
-    return name, version, champion, best.value
+    return register_best(client, cfg, best)

@@ -161,7 +161,7 @@ def _finish(cfg: ExperimentConfig, run: _SearchRun, summary: SearchSummary, regi
 
         best = BestTrial(run.ref.search_id, run.ref.metric, run.ref.mode, summary.best_value, summary.best_run_id,
                          len(summary.trials))
-        summary.model_name, summary.version, summary.champion = register_best(run.client, cfg, best)
+        summary.registration = register_best(run.client, cfg, best)
     run.client.set_terminated(run.ref.parent, "FINISHED")
     return summary
 

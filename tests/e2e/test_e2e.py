@@ -60,15 +60,16 @@ def test_search_prunes_registers_pulls_predicts(shared_search, tmp_path):
     assert outcomes == sorted(t.status for t in s.trials)
     history = client.get_metric_history(s.best_run_id, "val_loss")
     assert [m.step for m in history] == [6, 12, 18, 24][: len(history)] and len(history) >= 1
-    champion = client.get_model_version_by_alias(s.model_name, "champion")
+    reg = s.registration
+    champion = client.get_model_version_by_alias(reg.model_name, "champion")
     (best_trial,) = [t for t in s.trials if t.best == best]
-    assert s.champion and str(champion.version) == s.version
+    assert reg.champion and str(champion.version) == reg.version
     assert champion.tags["method"] == best_trial.method and champion.tags["metric"] == "val_loss"
     assert float(champion.tags["metric_value"]) == pytest.approx(s.best_value)
 
     # A fresh process pulls the champion: tensors equal the best trained checkpoint's.
     pulled_dir = tmp_path / "pulled"
-    _cli("pull", s.model_name, "--out", str(pulled_dir), "--tracking-uri", uri, cwd=tmp_path)
+    _cli("pull", reg.model_name, "--out", str(pulled_dir), "--tracking-uri", uri, cwd=tmp_path)
     pulled = load_file(str(pulled_dir / TENSORS_FILE))
     trained = load_file(f"{s.best_checkpoint}/{TENSORS_FILE}")
     assert pulled.keys() == trained.keys() and all(torch.equal(pulled[k], trained[k]) for k in pulled)
@@ -101,7 +102,7 @@ def test_zero3_two_workers_trains_dept_on_t5_and_a_refit_of_its_finished_trial_r
         "tracking.register=false", "backbone.init_tiny=t5",
         "method={name: dept, num_tokens: 4, max_length: 64, lr: 0.3, lr_lowrank: 0.01}"])
     s = run_search(cfg)
-    assert [t.status for t in s.trials] == ["completed"] and s.trials[0].reports == 2 and s.version is None
+    assert [t.status for t in s.trials] == ["completed"] and s.trials[0].reports == 2 and s.registration is None
     trained = load_file(f"{s.best_checkpoint}/{TENSORS_FILE}")
     client = mlflow_client(uri)
     artifact = client.download_artifacts(s.best_run_id, "prompt", str(tmp_path / "art"))

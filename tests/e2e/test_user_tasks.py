@@ -50,10 +50,10 @@ def test_a_user_task_is_searched_registered_pulled_and_reproduced(ray_cluster, t
         "train.eval_every=6"])
     monkeypatch.chdir(tmp_path)
     s = run_search(cfg)
-    assert s.champion and s.model_name == f"{cfg.data.task.name}-m"
+    assert s.registration.champion and s.registration.model_name == f"{cfg.data.task.name}-m"
 
     pulled = tmp_path / "pulled"
-    _cli("pull", s.model_name, "--out", str(pulled), "--tracking-uri", uri, cwd=tmp_path)
+    _cli("pull", s.registration.model_name, "--out", str(pulled), "--tracking-uri", uri, cwd=tmp_path)
     meta = json.loads((pulled / CONFIG_FILE).read_text())
     assert meta["task"]["name"] == cfg.data.task.name and meta["task"]["template"] == cfg.data.task.template
     predictor = Predictor.load(pulled)
@@ -74,6 +74,6 @@ def test_a_user_task_is_searched_registered_pulled_and_reproduced(ray_cluster, t
     assert len(from_file) == len((data / val).read_text().strip().splitlines()) - (val.endswith(".csv"))
 
     mlflow.set_tracking_uri(uri)
-    model = mlflow.pyfunc.load_model(f"models:/{s.model_name}@champion")
+    model = mlflow.pyfunc.load_model(f"models:/{s.registration.model_name}@champion")
     field = predictor.task.text_fields[0]
     assert list(model.predict(pd.DataFrame({field: texts}))) == expected

@@ -17,7 +17,7 @@ def test_register_a_finished_search_from_its_mlflow_runs_alone(store, tiny_dirs)
     """`promptfarm register --search-id`: best reported value over every trial's history, only trials with a
     prompt, once per search."""
     from pipeline.config import ExperimentConfig
-    from pipeline.records import SEARCH_TAG
+    from pipeline.records import SEARCH_TAG, Registration
     from pipeline.tune.champion import register_search
 
     uri, client, make_run = store
@@ -34,11 +34,10 @@ def test_register_a_finished_search_from_its_mlflow_runs_alone(store, tiny_dirs)
     cfg = ExperimentConfig.from_dict({
         "backbone": {"name_or_path": str(tiny_dirs["llama"])}, "data": {"task": "sst2"},
         "search": {"metric": "loss"}, "tracking": {"tracking_uri": uri, "experiment": "t", "model_name": "m"}})
-    name, version, champion, value = register_search(cfg, "s-1")
-    assert (name, version, champion, value) == ("m", "1", True, 5.2)
+    assert register_search(cfg, "s-1") == Registration("m", "1", True, 5.2)
     mv = client.get_model_version("m", "1")
     assert mv.tags["search_id"] == "s-1" and mv.tags["metric"] == "val_loss" and "4 trials" in mv.description
-    assert register_search(cfg, "s-1")[1] == "1"  # registering again: the same version
+    assert register_search(cfg, "s-1").version == "1"  # registering again: the same version
     with pytest.raises(LookupError, match="search 'nope' has no trial runs"):
         register_search(cfg, "nope")
     # the config must name what the search trained: an SST-2 search is never filed as the CoLA champion
