@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import ray
@@ -74,8 +74,9 @@ def run_suite(scfg: SuiteConfig, resume: str | None = None) -> SuiteSummary:
                 client.set_tag(run_id, f"task.{t.name}", "running")
                 restore = _tune_state_exists(cfg, search_id)
                 register = cfg.tracking.register and not _registered(client, cfg, search_id)
-                task = {**asdict(t), "report_file": absolute_path(t.report_file)}  # Ray tasks run elsewhere
-                ref = _task.remote(cfg.to_dict(), task, search_id, restore, register, run_id, uri, scfg.frozen)
+                task = replace(t, report_file=absolute_path(t.report_file))  # Ray tasks run elsewhere
+                # the validated records themselves travel (Ray pickles them): nothing is parsed or checked again
+                ref = _task.remote(cfg, task, search_id, restore, register, run_id, uri, scfg.frozen)
                 pending[ref] = t
             ready, _ = ray.wait(list(pending), num_returns=1)
             t = pending.pop(ready[0])
@@ -129,12 +130,11 @@ def _registered(client, cfg: ExperimentConfig, search_id: str) -> bool:
 
 
 @ray.remote(num_cpus=0)  # waits on its search; the trials hold the CPUs
-def _task(cfg_dict: dict, task: dict, search_id: str, restore: bool, register: bool, parent: str, uri: str,
+def _task(cfg: ExperimentConfig, t: SuiteTask, search_id: str, restore: bool, register: bool, parent: str, uri: str,
           frozen: bool) -> dict:
     """One task: its search, then every method's best trial (and the frozen backbone) on the report split."""
     from pipeline.tune.search import run_search
 
-    cfg, t = ExperimentConfig.from_dict(cfg_dict), SuiteTask(**task)
     try:
         s = run_search(cfg, resume=search_id if restore else None, register=register, search_id=search_id,
                        parent_run=parent)
@@ -147,7 +147,7 @@ def _task(cfg_dict: dict, task: dict, search_id: str, restore: bool, register: b
         why = f"every trial failed: {errors[0]}" if errors else "no trial reported the search metric"
         return asdict(TaskResult(t.name, "failed", reason=why, search_id=search_id, trial_steps=steps))
     res = {"num_cpus": cfg.train.cpus_per_worker, "num_gpus": 1 if cfg.train.use_gpu else 0}
-    scores = ray.get(_report_scores.options(**res).remote(cfg_dict, t.report_split, t.report_file, t.report_limit,
+    scores = ray.get(_report_scores.options(**res).remote(cfg, t.report_split, t.report_file, t.report_limit,
                                                           {m: run for m, (_, run) in best.items()}, uri, frozen))
     metric = cfg.data.task.metric
     n = scores.pop("n")
@@ -193,7 +193,7 @@ def _best_per_method(s, cfg: ExperimentConfig, uri: str) -> dict:
 
 
 @ray.remote
-def _report_scores(cfg_dict: dict, split: str, path: str | None, limit: int | None, runs: dict, uri: str,
+def _report_scores(cfg: ExperimentConfig, split: str, path: str | None, limit: int | None, runs: dict, uri: str,
                    frozen: bool) -> dict:
     """{method: report-split score} of each method's best prompt (downloaded from its trial run), + frozen, and
     'n': the number of report examples."""
@@ -203,7 +203,6 @@ def _report_scores(cfg_dict: dict, split: str, path: str | None, limit: int | No
     from pipeline.evaluation.predictor import Predictor
     from pipeline.tracking.runs import mlflow_client
 
-    cfg = ExperimentConfig.from_dict(cfg_dict)
     if not cfg.train.use_gpu:
         from pipeline.train.session import use_reserved_cpus
 
