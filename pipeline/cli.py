@@ -326,20 +326,14 @@ def bench_trials(config: Path, overrides: Overrides = None,
                  out: Annotated[Path, typer.Option(help="Directory for trials.md, trials.json and the event logs")]
                  = Path("bench-trials")) -> None:
     """Per-trial fixed overhead of the config's search: a worker group per trial against warm in-process trials."""
-    import json
-
-    from pipeline.bench.trials import run, to_markdown
+    from pipeline.bench.trials import bench_trials_command
     from pipeline.config import ConfigError
 
     cfg = _load(config, overrides)
     try:
-        result = run(cfg, out)
+        typer.echo(bench_trials_command(cfg, out))
     except (ConfigError, ValueError) as e:
         _fail(e)
-    text = to_markdown(result, cfg)
-    (out / "trials.md").write_text(text)
-    (out / "trials.json").write_text(json.dumps(result, indent=1))
-    typer.echo(text + f"wrote {out / 'trials.md'}, {out / 'trials.json'}")
 
 
 Address = Annotated[str | None, typer.Option(help="Ray Jobs API, e.g. http://HEAD:8265 (default: "

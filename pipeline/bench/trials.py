@@ -125,3 +125,20 @@ def to_markdown(result: dict, cfg) -> str:
         share = 100 * b["later_fixed_s"] / b["mean_compute_s"]
         lines.append(f"\nin-process fixed overhead of a later trial: {share:.1f}% of its compute")
     return "\n".join(lines) + "\n"
+
+
+def write_outputs(result: dict, cfg, out_dir: str | Path) -> tuple[str, list[Path]]:
+    """trials.md and trials.json of a finished `run` under `out_dir`; (the markdown, the files written)."""
+    out_dir = Path(out_dir)
+    text = to_markdown(result, cfg)
+    files = [out_dir / "trials.md", out_dir / "trials.json"]
+    files[0].write_text(text)
+    files[1].write_text(json.dumps(result, indent=1))
+    return text, files
+
+
+def bench_trials_command(cfg, out_dir: str | Path) -> str:
+    """`promptfarm bench-trials CONFIG --out DIR`: run both modes, write trials.md/.json; the text to print."""
+    text, files = write_outputs(run(cfg, out_dir), cfg, out_dir)
+    return text + f"wrote {files[0]}, {files[1]}"
+

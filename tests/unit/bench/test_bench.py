@@ -230,3 +230,22 @@ def test_trial_overheads_split_each_trials_wall_into_fixed_cost_and_compute():
     assert a["compute_s"] == 4.0 and a["wall_s"] == 14.5
     s = summary([a, b], 20.0)
     assert (s["first_fixed_s"], s["later_fixed_s"], s["mean_compute_s"]) == (11.0, 0.5, 3.25)
+
+
+def test_bench_trials_writes_its_own_outputs(tmp_path):
+    """bench-trials' files come from the library (the CLI prints): trials.md with the ratio, trials.json whole."""
+    import json
+
+    from pipeline.bench.trials import summary, write_outputs
+    from pipeline.config import ExperimentConfig
+
+    cfg = ExperimentConfig.from_dict({"backbone": {"name_or_path": "tiny"}, "data": {"task": "sst2"}})
+    slow = summary([{"fixed_s": 12.0, "compute_s": 4.0, "start_to_first_step_s": 11.0},
+                    {"fixed_s": 10.0, "compute_s": 4.0, "start_to_first_step_s": 9.0}], 30.0)
+    warm = summary([{"fixed_s": 8.0, "compute_s": 4.0, "start_to_first_step_s": 7.0},
+                    {"fixed_s": 0.5, "compute_s": 4.0, "start_to_first_step_s": 0.4}], 13.0)
+    result = {"rows": {}, "worker group": slow, "in-process": warm}
+    text, files = write_outputs(result, cfg, tmp_path)
+    assert [f.name for f in files] == ["trials.md", "trials.json"] and files[0].read_text() == text
+    assert "| later trials fixed overhead s (mean) | 10.0 | 0.5 | 20.0x |" in text
+    assert json.loads(files[1].read_text()) == result
