@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import re
 from pathlib import Path
@@ -32,14 +31,14 @@ from pipeline.data.encode import Encoding
 from pipeline.data.tasks import Task
 from pipeline.digest import file_sha256
 from pipeline.methods.base import BackboneInfo
-from pipeline.schema import ConfigError, DuplicateKeyError, build_dataclass, loads_unique
+from pipeline.safetensors_header import Header, HeaderError, read_header
+from pipeline.schema import ConfigError, build_dataclass, loads_unique
 
 CONFIG_FILE = "prompt_config.json"
 TENSORS_FILE = "prompt.safetensors"
 FORMAT_VERSION = 1
 ARTIFACT_MODE = 0o644  # readable by the group and others like any model file, whatever writes it
 MAX_CONFIG_BYTES = 16 << 20  # a real prompt_config.json is ~1 KB; refuse to parse anything near memory-sized
-MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
 # Every integer an artifact records (prompt lengths, ranks, backbone widths) is far below this; a larger one is
 # tampering, refused before any config is built (LAMP's config check loops over the divisors of num_tokens).
 MAX_RECORDED_INT = 1 << 24
@@ -50,8 +49,6 @@ LEGACY_ENCODING = Encoding(max_length=256, max_target_length=8, decoder_separato
 _LEGACY_DTYPE = "dtype"
 _DTYPE_CODE = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", torch.bfloat16: "BF16",
                torch.int64: "I64", torch.int32: "I32", torch.bool: "BOOL"}  # torch dtype -> safetensors code
-_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 
 
 # Largest |value| a stored prompt tensor may hold. Adam moves a weight by about lr per step, so thousands of steps
@@ -212,66 +209,6 @@ def recorded_backbone(raw: Any, cfg_path: Path | str = CONFIG_FILE) -> BackboneI
     return info
 
 
-Header = dict[str, tuple[tuple[int, ...], str]]  # tensor name -> (shape, safetensors dtype code such as 'F32')
-
-
-def tensor_header(path: Path) -> Header:
-    """Tensor name -> (shape, dtype code) from the safetensors header of `path`, checked against the file's real
-    size first: header length within the file, every entry's dtype known, its bytes (dtype size x numel) exactly its
-    data span, and the spans tiling the data without gap or overlap. Reads the header only, never more than it is."""
-    size = path.stat().st_size
-
-    def bad(why: str) -> PromptArtifactError:
-        return PromptArtifactError(f"{path} is not a valid safetensors file: {why}")
-
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise bad(f"{size} bytes; expected at least an 8-byte header length")
-        n = int.from_bytes(head, "little")
-        if n > min(size - 8, MAX_HEADER_BYTES):
-            raise bad(f"its header length is {n} bytes; expected at most the {size - 8} bytes after it "
-                      f"(and at most {MAX_HEADER_BYTES})")
-        raw = f.read(n)
-    try:
-        header = loads_unique(raw)
-    except DuplicateKeyError as e:
-        raise bad(f"its header is not valid: {e}") from None
-    except (ValueError, RecursionError):  # JSONDecodeError, undecodable bytes
-        raise bad("its header is not valid JSON") from None
-    if not isinstance(header, dict):
-        raise bad(f"its header is a JSON {_type(header)}; expected an object")
-    data_len, spans, shapes = size - 8 - n, [], {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-            raise bad(f"tensor {name!r} entry {str(entry)[:80]}; expected the keys dtype, shape, data_offsets")
-        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if dtype not in _DTYPE_BYTES:
-            raise bad(f"tensor {name!r} has dtype {str(dtype)[:20]!r}; expected one of {', '.join(_DTYPE_BYTES)}")
-        if not isinstance(shape, list) or not all(_is_int(s) and s >= 0 for s in shape):
-            raise bad(f"tensor {name!r} has shape {str(shape)[:80]}; expected a list of non-negative integers")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)
-                and 0 <= offsets[0] <= offsets[1] <= data_len):
-            raise bad(f"tensor {name!r} has data_offsets {str(offsets)[:80]}; expected [begin, end] within the "
-                      f"{data_len} data bytes")
-        claimed = math.prod(shape) * _DTYPE_BYTES[dtype]
-        if claimed != offsets[1] - offsets[0]:
-            raise bad(f"tensor {name!r} claims shape {shape} of {dtype} ({claimed} bytes) but spans "
-                      f"{offsets[1] - offsets[0]} bytes")
-        spans.append((offsets[0], offsets[1], name))
-        shapes[name] = (tuple(shape), dtype)
-    end = 0
-    for begin, stop, name in sorted(spans):
-        if begin != end:
-            raise bad(f"tensor {name!r} starts at byte {begin}; expected {end} (contiguous, non-overlapping data)")
-        end = stop
-    if end != data_len:
-        raise bad(f"its tensors cover {end} of the {data_len} data bytes")
-    return shapes
-
-
 def method_config_from_meta(meta: dict, where: str | Path = CONFIG_FILE) -> Any:
     """The method's config dataclass rebuilt (and validated) from prompt_config.json (`where`, for messages)."""
     if isinstance(meta["config"], dict):
@@ -300,7 +237,11 @@ def _checked_config(meta: dict, info: BackboneInfo, prompt_dir: str | Path) -> A
     # Compared before anything real is built: the header was checked against the file size, so once the shapes
     # agree the method allocates no more than the file actually holds.
     tensors_path = Path(prompt_dir) / TENSORS_FILE
-    expected, got = expected_header(cfg, info, cfg_path), tensor_header(tensors_path)
+    try:
+        got = read_header(tensors_path)
+    except HeaderError as e:
+        raise PromptArtifactError(str(e)) from None
+    expected = expected_header(cfg, info, cfg_path)
     shapes, want = {k: v[0] for k, v in got.items()}, {k: v[0] for k, v in expected.items()}
     if shapes != want:
         raise PromptArtifactError(f"{tensors_path} holds tensors {str(shapes)[:200]}; expected the shapes "
