@@ -1,0 +1,5 @@
+"""`python -m pipeline.cli ...`: the `promptfarm` command."""
+
+from pipeline.cli import main
+
+main()

@@ -1,0 +1,38 @@
+"""`promptfarm bench` and `bench-trials`: the step-level benchmark and the per-trial fixed overhead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.cli.common import Overrides, app, fail, load
+
+
+@app.command()
+def bench(config: Path, overrides: Overrides = None,
+          out: Annotated[Path | None, typer.Option(help="Directory for bench.md and bench.json")] = None) -> None:
+    """Benchmark every method against the frozen backbone alone and HF PEFT's PromptTuning (step, memory, latency)."""
+    from pipeline.bench.run import bench_command
+    from pipeline.config import ConfigError
+
+    try:
+        typer.echo(bench_command(config, overrides or [], out))
+    except (ConfigError, FileNotFoundError) as e:
+        fail(e)
+
+
+@app.command("bench-trials")
+def bench_trials(config: Path, overrides: Overrides = None,
+                 out: Annotated[Path, typer.Option(help="Directory for trials.md, trials.json and the event logs")]
+                 = Path("bench-trials")) -> None:
+    """Per-trial fixed overhead of the config's search: a worker group per trial against warm in-process trials."""
+    from pipeline.bench.trials import bench_trials_command
+    from pipeline.config import ConfigError
+
+    cfg = load(config, overrides)
+    try:
+        typer.echo(bench_trials_command(cfg, out))
+    except (ConfigError, ValueError) as e:
+        fail(e)
