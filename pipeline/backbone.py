@@ -8,7 +8,7 @@ import torch
 
 from pipeline.config import BackboneConfig
 from pipeline.methods.base import BackboneInfo
-from pipeline.zero import gathered, hf_zero3
+from pipeline.model.zero import gathered, hf_zero3
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 
 from pipeline.data.builtin import get_task, task_names
-from pipeline.zero import hf_zero3
+from pipeline.model.zero import hf_zero3
 
 # Special ids follow T5's convention (pad=0, eos=1, unk=2) so one tokenizer serves both families.
 SPECIALS = ["<pad>", "</s>", "<unk>", "<s>"]

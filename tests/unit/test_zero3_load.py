@@ -35,7 +35,7 @@ def test_world_of_one_restores_the_environment_and_leaves_an_existing_group_alon
     code = """
 import os
 import torch.distributed as dist
-from pipeline.zero import world_of_one
+from pipeline.model.zero import world_of_one
 os.environ["MASTER_PORT"] = "1"  # a launcher's value must come back after the block
 os.environ.pop("RANK", None)
 with world_of_one():

@@ -15,11 +15,11 @@ from pipeline.config import load_config
 from pipeline.data.builtin import get_task
 from pipeline.data.encode import Encoder, Encoding
 from pipeline.data.sources import load_examples
+from pipeline.model.zero import full_state
 from pipeline.prompted import PromptedModel
 from pipeline.train.checkpoint import load_optimizer, save_optimizer
 from pipeline.train.ds_config import ds_config
 from pipeline.train.loop import OPTIMIZER_DIR, batches, build_engine, train_step
-from pipeline.zero import full_state
 from tests.conftest import FIXTURES, ROOT
 
 STEPS, STOP = 6, 3
