@@ -21,7 +21,7 @@ def ensure_backbone(cfg: BackboneConfig) -> str:
 
         return str(cached_dir(cfg.gguf, cfg.cache_dir))
     if cfg.init_tiny and not Path(cfg.name_or_path).exists():
-        from pipeline.tiny import write_tiny_model
+        from pipeline.model.tiny import write_tiny_model
 
         write_tiny_model(cfg.init_tiny, cfg.name_or_path, hidden=cfg.tiny_hidden, layers=cfg.tiny_layers)
     return cfg.name_or_path

@@ -77,7 +77,7 @@ def gloo_world():
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
     """{'llama': dir, 't5': dir} holding tiny random models + tokenizers (hidden 32)."""
-    from pipeline.tiny import write_tiny_model
+    from pipeline.model.tiny import write_tiny_model
 
     base = tmp_path_factory.mktemp("backbones")
     return {fam: write_tiny_model(fam, base / f"tiny-{fam}", hidden=32) for fam in ("llama", "t5")}
@@ -88,7 +88,7 @@ def backbone(request):
     """(frozen tiny model built in memory, its BackboneInfo), once per family (per-method test files)."""
     from pipeline.backbone import loaded_backbone_info
     from pipeline.config import BackboneConfig
-    from pipeline.tiny import build_model
+    from pipeline.model.tiny import build_model
 
     from .method_helpers import HIDDEN, VOCAB
 

@@ -34,7 +34,7 @@ SMALL = {  # every parameter group non-trivial on the tiny backbones
 def tiny64(tmp_path_factory) -> dict:
     """Tiny random backbones of width 64: bitsandbytes' CPU 4-bit inference kernel needs input widths of at least
     one quantisation block (64), and the session's width-32 backbones have 32-wide layers."""
-    from pipeline.tiny import write_tiny_model
+    from pipeline.model.tiny import write_tiny_model
 
     base = tmp_path_factory.mktemp("backbones64")
     return {fam: write_tiny_model(fam, base / f"tiny-{fam}", hidden=64) for fam in ("llama", "t5")}
