@@ -17,7 +17,7 @@ def ensure_backbone(cfg: BackboneConfig) -> str:
     """The directory or hub id to load: the GGUF cache (converted on first use), a tiny demo model written on
     first use, or `name_or_path` itself."""
     if cfg.gguf:
-        from pipeline.gguf import cached_dir
+        from pipeline.model.gguf import cached_dir
 
         return str(cached_dir(cfg.gguf, cfg.cache_dir))
     if cfg.init_tiny and not Path(cfg.name_or_path).exists():

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from pipeline.config import BackboneConfig
-from pipeline.gguf import INSTALL_HINT, GGUFError, cached_dir, file_sha256, resolve_gguf
+from pipeline.model.gguf import INSTALL_HINT, GGUFError, cached_dir, file_sha256, resolve_gguf
 from tests.unit.test_preflight import fails, home  # noqa: F401  (fixture)
 
 
