@@ -36,8 +36,8 @@ from pipeline.data.encode import Encoder, Encoding
 from pipeline.data.sources import load_examples
 from pipeline.evaluation.score import evaluate
 from pipeline.methods.pt import PTConfig
+from pipeline.model.prompted import PromptedModel, label_positions
 from pipeline.model.zero import world_of_one
-from pipeline.prompted import PromptedModel, label_positions
 from pipeline.train.ds_config import ds_config
 from pipeline.train.loop import batches, lr_lambda, make_optimizer
 

@@ -18,7 +18,7 @@ from pipeline import methods
 from pipeline.backbone import embedding_rows
 from pipeline.bench.measure import Subject
 from pipeline.methods.base import BackboneInfo, PromptBatch, count_trainable
-from pipeline.prompted import PromptedModel
+from pipeline.model.prompted import PromptedModel
 from pipeline.train.loop import make_optimizer
 
 PEFT_LR = 0.3  # Lester et al.'s prompt lr; the value does not change the cost of a step

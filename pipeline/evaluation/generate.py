@@ -1,8 +1,8 @@
 """Greedy decoding through a PromptedModel, stopping at EOS and/or a newline (generation and regression tasks).
 
 Decoder-only backbones run the prompted input once and then one token per step over its cached keys/values (the
-prompt itself once per batch when every row shares it, `pipeline.prompted.shared_prefix_forward`). The method still
-sees each row's whole sequence at every step, generated tokens marked as labels, so a method that places offsets
+prompt itself once per batch when every row shares it, `pipeline.model.prompted.shared_prefix_forward`). The method
+still sees each row's whole sequence at every step, generated tokens marked as labels, so a method that places offsets
 relative to the end of the source (DePT/EPT align='end') keeps them on the source tokens as in training; the step's
 new token takes the embedding the method gives it there. Should a method's output for earlier positions change as
 tokens are appended (it would then not be causal), decoding falls back to running the whole sequence every step:
@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from pipeline.data.encode import Encoder, collate
 from pipeline.methods.base import PromptBatch
-from pipeline.prompted import shared_prefix_forward, shared_prefix_len
+from pipeline.model.prompted import shared_prefix_forward, shared_prefix_len
 
 
 def _all_done(done: torch.Tensor) -> bool:

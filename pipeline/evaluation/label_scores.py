@@ -7,7 +7,7 @@ The plain scorer runs every (source, label word) pair as its own sequence: C ful
 prompted source is run once with `use_cache=True`, the first label token of every word is read from its last
 position, and the remaining label tokens of all C words run together as short continuations over the cached
 keys/values (repeated C times along the batch). When every example carries the same prompt (every method here),
-the prompt itself runs once for the batch (`pipeline.prompted.shared_prefix_forward`). Attention over
+the prompt itself runs once for the batch (`pipeline.model.prompted.shared_prefix_forward`). Attention over
 [prompt; source] is the same computation in all three, so the scores equal the plain scorer's up to float rounding.
 
 The method still sees whole (source, word) rows, so position- or token-dependent offsets (DePT, ADePT, EPT) are
@@ -24,7 +24,7 @@ import torch
 
 from pipeline.data.encode import Encoder, collate
 from pipeline.methods.base import PromptBatch
-from pipeline.prompted import sequence_logprob, shared_prefix_forward, shared_prefix_len
+from pipeline.model.prompted import sequence_logprob, shared_prefix_forward, shared_prefix_len
 
 ROW_BUDGET = 256
 """Most (source, label word) rows scored at once: a batch of B sources over C labels runs in groups of

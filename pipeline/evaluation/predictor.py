@@ -23,7 +23,7 @@ from pipeline.config import BackboneConfig, DataConfig
 from pipeline.data.encode import Encoder, Encoding
 from pipeline.data.tasks import Task
 from pipeline.evaluation.score import score_examples
-from pipeline.prompted import NoPrompt, PromptedModel
+from pipeline.model.prompted import NoPrompt, PromptedModel
 
 
 @dataclass

@@ -22,7 +22,7 @@ from pipeline.data.metrics import compute_metrics
 from pipeline.data.tasks import Task
 from pipeline.evaluation.generate import generate
 from pipeline.evaluation.label_scores import label_scores
-from pipeline.prompted import sequence_logprob
+from pipeline.model.prompted import sequence_logprob
 
 
 def _shard(n: int, rank: int, world: int) -> list[int]:

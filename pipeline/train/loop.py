@@ -32,8 +32,8 @@ from pipeline.data.tasks import Task
 from pipeline.evaluation.score import evaluate
 from pipeline.methods.base import count_trainable
 from pipeline.methods.units import absolute_groups
+from pipeline.model.prompted import PromptedModel
 from pipeline.model.zero import full_state
-from pipeline.prompted import PromptedModel
 from pipeline.records import better
 from pipeline.train.checkpoint import load_optimizer, save_optimizer
 from pipeline.train.ds_config import ds_config

@@ -23,7 +23,7 @@ from pipeline.data.sources import load_examples
 from pipeline.evaluation.label_scores import label_scores
 from pipeline.evaluation.score import evaluate
 from pipeline.methods.pt import PTConfig
-from pipeline.prompted import NoPrompt, PromptedModel
+from pipeline.model.prompted import NoPrompt, PromptedModel
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.real

@@ -15,7 +15,7 @@ from pipeline.backbone import embedding_rows
 from pipeline.export_peft import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_KEY, TASK_FILE, export_peft
 from pipeline.methods.dept import DePTConfig
 from pipeline.methods.pt import PTConfig
-from pipeline.prompted import PromptedModel
+from pipeline.model.prompted import PromptedModel
 
 peft = pytest.importorskip("peft")
 N = 5

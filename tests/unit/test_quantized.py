@@ -18,7 +18,7 @@ from pipeline.config import BackboneConfig, ConfigError, load_config
 from pipeline.data.builtin import get_task
 from pipeline.data.encode import Encoder, Encoding
 from pipeline.data.sources import load_examples
-from pipeline.prompted import PromptedModel
+from pipeline.model.prompted import PromptedModel
 from tests.conftest import FIXTURES, ROOT
 from tests.unit.methods.test_methods_contract import _batch
 

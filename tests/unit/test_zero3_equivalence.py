@@ -40,8 +40,8 @@ def _rank(rank: int, world: int, store: str, tiny_dir: str, out: str) -> None:
     from pipeline.data.builtin import get_task
     from pipeline.data.encode import Encoder, Encoding
     from pipeline.data.sources import load_examples
+    from pipeline.model.prompted import PromptedModel
     from pipeline.model.zero import full_state, is_partitioned
-    from pipeline.prompted import PromptedModel
     from pipeline.train.ds_config import ds_config
     from pipeline.train.loop import batches, build_engine, train_step
 

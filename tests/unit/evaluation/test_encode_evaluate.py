@@ -11,7 +11,7 @@ from pipeline.data.builtin import get_task
 from pipeline.data.encode import Encoder, Encoding, collate
 from pipeline.evaluation.score import evaluate, generate, score_examples
 from pipeline.methods.pt import PTConfig
-from pipeline.prompted import PromptedModel, sequence_logprob
+from pipeline.model.prompted import PromptedModel, sequence_logprob
 
 SST2 = get_task("sst2")
 EXAMPLES = [{"sentence": "a gripping , funny film", "label": 1}, {"sentence": "dull and long", "label": 0},

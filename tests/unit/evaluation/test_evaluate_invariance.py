@@ -16,7 +16,7 @@ from pipeline.config import BackboneConfig
 from pipeline.data.builtin import get_task
 from pipeline.data.encode import Encoder, Encoding, collate
 from pipeline.evaluation.score import evaluate, score_examples
-from pipeline.prompted import PromptedModel, sequence_logprob
+from pipeline.model.prompted import PromptedModel, sequence_logprob
 
 RTE = get_task("rte")  # label words of different token counts: a per-example mean would differ from token-weighted
 EXAMPLES = [

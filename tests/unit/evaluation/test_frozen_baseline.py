@@ -19,7 +19,7 @@ def test_frozen_baseline_is_one_command_and_one_mlflow_run(tmp_path, tiny_dirs, 
     from pipeline.data.encode import Encoder, Encoding
     from pipeline.data.sources import load_examples
     from pipeline.evaluation.score import evaluate
-    from pipeline.prompted import NoPrompt, PromptedModel
+    from pipeline.model.prompted import NoPrompt, PromptedModel
     from pipeline.tracking.runs import mlflow_client
     from tests.conftest import FIXTURES, ROOT
 

@@ -18,7 +18,7 @@ from pipeline.evaluation import label_scores as scores_module
 from pipeline.evaluation.generate import generate
 from pipeline.evaluation.label_scores import label_scores
 from pipeline.evaluation.score import _pick, evaluate
-from pipeline.prompted import PromptedModel
+from pipeline.model.prompted import PromptedModel
 from tests.conftest import FIXTURES
 
 D2T = FIXTURES / "d2t_tiny"
@@ -48,7 +48,7 @@ def test_cached_decoding_equals_the_whole_sequence_every_step(backbones, name, m
 def test_the_frozen_backbone_decodes_over_the_cache_too(backbones, monkeypatch):
     """NoPrompt hands back the batch's own mask: decoding must still take the cached path (B*S prefix positions,
     then B per step), not fall back to the whole sequence every step, and give the same text."""
-    from pipeline.prompted import NoPrompt
+    from pipeline.model.prompted import NoPrompt
     from tests.method_helpers import positions_through
 
     model, tok, _ = backbones["llama"]

@@ -10,7 +10,7 @@ from pipeline.backbone import embedding_rows
 from pipeline.data.builtin import get_task
 from pipeline.data.encode import Encoder, Encoding
 from pipeline.evaluation.label_scores import label_scores
-from pipeline.prompted import PromptedModel
+from pipeline.model.prompted import PromptedModel
 from tests.method_helpers import positions_through
 
 SOURCES = ["sst2 sentence: a gripping , funny film that never lets up", "sst2 sentence: dull",

@@ -18,7 +18,7 @@ from pipeline.data.sources import load_examples
 from pipeline.evaluation.predictor import Predictor
 from pipeline.evaluation.score import evaluate
 from pipeline.methods.pt import PTConfig
-from pipeline.prompted import PromptedModel
+from pipeline.model.prompted import PromptedModel
 from tests.conftest import FIXTURES
 
 ENCODING = {"max_length": 12, "max_target_length": 3, "decoder_separator": " Label :"}

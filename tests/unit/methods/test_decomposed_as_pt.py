@@ -13,7 +13,7 @@ from pipeline.config import load_config
 from pipeline.data.builtin import get_task
 from pipeline.data.encode import Encoder, Encoding
 from pipeline.data.sources import load_examples
-from pipeline.prompted import PromptedModel
+from pipeline.model.prompted import PromptedModel
 from pipeline.train.loop import batches, build_engine, train_step
 from tests.conftest import FIXTURES, ROOT
 

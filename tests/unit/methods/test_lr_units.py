@@ -19,7 +19,7 @@ from pipeline.data.sources import load_examples
 from pipeline.methods.base import PromptBatch
 from pipeline.methods.ept import EPTConfig
 from pipeline.methods.units import REFERENCE_RMS, absolute_groups, lr_factor
-from pipeline.prompted import PromptedModel
+from pipeline.model.prompted import PromptedModel
 from pipeline.train.loop import batches, build_engine, train_step
 from tests.conftest import FIXTURES, ROOT
 from tests.method_helpers import VOCAB, make_info

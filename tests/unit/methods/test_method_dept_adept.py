@@ -15,7 +15,7 @@ from pipeline.methods.base import PromptBatch, count_trainable
 from pipeline.methods.dept import DePT, DePTConfig
 from pipeline.methods.dept import resolve_rank as dept_rank
 from pipeline.methods.pt import PromptTuning, PTConfig
-from pipeline.prompted import PromptedModel
+from pipeline.model.prompted import PromptedModel
 from tests.method_helpers import (
     HIDDEN,
     VOCAB,

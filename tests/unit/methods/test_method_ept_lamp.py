@@ -16,7 +16,7 @@ from pipeline.methods.dept import DePT, DePTConfig
 from pipeline.methods.ept import EPT, EPTConfig, resolve_rank
 from pipeline.methods.lamp import LAMP, LAMPConfig
 from pipeline.methods.pt import PromptTuning, PTConfig
-from pipeline.prompted import PromptedModel
+from pipeline.model.prompted import PromptedModel
 from tests.method_helpers import (
     HIDDEN,
     VOCAB,

@@ -17,7 +17,7 @@ from pipeline.data.encode import Encoder, Encoding, collate
 from pipeline.data.sources import load_examples, with_data_labels
 from pipeline.evaluation.score import evaluate
 from pipeline.methods.base import Choice, PromptBatch, count_trainable
-from pipeline.prompted import PromptedModel
+from pipeline.model.prompted import PromptedModel
 from tests.conftest import FIXTURES
 
 FAMILIES = ["llama", "t5"]

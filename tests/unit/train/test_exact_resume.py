@@ -15,8 +15,8 @@ from pipeline.config import load_config
 from pipeline.data.builtin import get_task
 from pipeline.data.encode import Encoder, Encoding
 from pipeline.data.sources import load_examples
+from pipeline.model.prompted import PromptedModel
 from pipeline.model.zero import full_state
-from pipeline.prompted import PromptedModel
 from pipeline.train.checkpoint import load_optimizer, save_optimizer
 from pipeline.train.ds_config import ds_config
 from pipeline.train.loop import OPTIMIZER_DIR, batches, build_engine, train_step

@@ -13,7 +13,7 @@ from pipeline import methods
 from pipeline.backbone import embedding_rows
 from pipeline.data.builtin import get_task
 from pipeline.data.encode import Encoder, Encoding, collate
-from pipeline.prompted import PromptedModel
+from pipeline.model.prompted import PromptedModel
 from tests.method_helpers import positions_through
 
 ROWS = [{"sentence1": "A cat sat on the mat.", "sentence2": "An animal sat.", "label": 0},
