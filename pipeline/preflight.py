@@ -61,9 +61,9 @@ def task_labels(cfg: ExperimentConfig, base: Path | None = None):
 def check_lengths(cfg: ExperimentConfig, task, stream=sys.stderr) -> None:
     """Label words and generation targets fit data.max_target_length (else an error); a warning on `stream`
     counts the inputs data.max_length cuts, per local data file. `task`: the config's task with its label set."""
-    from pipeline.backbone import load_hf_config, load_tokenizer
     from pipeline.data.encode import Encoder, Encoding
     from pipeline.data.lengths import check_label_words, count_truncated
+    from pipeline.model.backbone import load_hf_config, load_tokenizer
 
     seq2seq = bool(getattr(load_hf_config(cfg.backbone), "is_encoder_decoder", False))
     try:
@@ -146,7 +146,7 @@ def check_backbone(b: BackboneConfig) -> None:
     the quantisation it asks for is installed."""
     from huggingface_hub.errors import StrictDataclassError
 
-    from pipeline.backbone import load_hf_config, quantization_config
+    from pipeline.model.backbone import load_hf_config, quantization_config
 
     try:
         quantization_config(b)

@@ -86,8 +86,8 @@ def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module", params=["llama", "t5"])
 def backbone(request):
     """(frozen tiny model built in memory, its BackboneInfo), once per family (per-method test files)."""
-    from pipeline.backbone import loaded_backbone_info
     from pipeline.config import BackboneConfig
+    from pipeline.model.backbone import loaded_backbone_info
     from pipeline.model.tiny import build_model
 
     from .method_helpers import HIDDEN, VOCAB
@@ -99,8 +99,8 @@ def backbone(request):
 
 @pytest.fixture(scope="session")
 def backbones(tiny_dirs):
-    """{'llama': (model, tokenizer, info), 't5': ...} loaded through pipeline.backbone.load_backbone."""
-    from pipeline.backbone import load_backbone
+    """{'llama': (model, tokenizer, info), 't5': ...} loaded through pipeline.model.backbone.load_backbone."""
     from pipeline.config import BackboneConfig
+    from pipeline.model.backbone import load_backbone
 
     return {fam: load_backbone(BackboneConfig(name_or_path=str(d))) for fam, d in tiny_dirs.items()}

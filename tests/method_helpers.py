@@ -6,8 +6,8 @@ import torch
 
 from pipeline import methods
 from pipeline.artifact import load_prompt, save_prompt
-from pipeline.backbone import embedding_rows
 from pipeline.methods.base import BackboneInfo, PromptBatch
+from pipeline.model.backbone import embedding_rows
 
 VOCAB, HIDDEN = 300, 32
 

@@ -29,13 +29,13 @@ import time
 import torch
 
 from pipeline import methods
-from pipeline.backbone import embedding_rows, load_backbone
 from pipeline.config import BackboneConfig, DataConfig, TrainConfig
 from pipeline.data.builtin import get_task
 from pipeline.data.encode import Encoder, Encoding
 from pipeline.data.sources import load_examples
 from pipeline.evaluation.score import evaluate
 from pipeline.methods.pt import PTConfig
+from pipeline.model.backbone import embedding_rows, load_backbone
 from pipeline.model.prompted import PromptedModel, label_positions
 from pipeline.model.zero import world_of_one
 from pipeline.train.ds_config import ds_config

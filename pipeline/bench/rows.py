@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from pipeline import methods
-from pipeline.backbone import embedding_rows
 from pipeline.bench.measure import Subject
 from pipeline.methods.base import BackboneInfo, PromptBatch, count_trainable
+from pipeline.model.backbone import embedding_rows
 from pipeline.model.prompted import PromptedModel
 from pipeline.train.loop import make_optimizer
 

@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 
 from pipeline import methods
-from pipeline.backbone import load_backbone
 from pipeline.bench.config import BenchConfig, load_bench_config, method_config, method_configs
 from pipeline.bench.measure import MemoryProbe, MiB, Subject, measure_rows
 from pipeline.bench.report import BenchResult, Kind, Row, add_ratios, quant_targets, targets
 from pipeline.bench.rows import Tokens, backbone_subject, method_subject, peft_subject
 from pipeline.config import ConfigError
 from pipeline.methods.base import BackboneInfo
+from pipeline.model.backbone import load_backbone
 
 MARKDOWN, JSON = "bench.md", "bench.json"
 

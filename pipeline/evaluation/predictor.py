@@ -66,7 +66,7 @@ class Predictor:
         `encoding`; `max_length` overrides its length); scored on `device` (None: CUDA when present, else CPU)."""
         from dataclasses import replace
 
-        from pipeline.backbone import load_backbone
+        from pipeline.model.backbone import load_backbone
 
         meta = read_prompt_meta(prompt_dir)
         enc = recorded_encoding(meta, Path(prompt_dir) / CONFIG_FILE)
@@ -86,8 +86,8 @@ class Predictor:
     def frozen(cls, bcfg: BackboneConfig, data: DataConfig) -> Predictor:
         """The frozen baseline: the backbone alone (no prompt), with the same task, template, label words (from the
         training file when the task takes them from the data), encoding and scorer."""
-        from pipeline.backbone import load_backbone
         from pipeline.data.sources import with_data_labels
+        from pipeline.model.backbone import load_backbone
 
         task = with_data_labels(data.task, data.train_file)
         model, tok, info = load_backbone(bcfg)

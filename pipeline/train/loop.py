@@ -24,7 +24,6 @@ import torch.distributed as dist
 
 from pipeline import methods
 from pipeline.artifact import load_prompt, read_prompt_meta, save_prompt
-from pipeline.backbone import embedding_rows, input_embedding_rms
 from pipeline.config import ExperimentConfig
 from pipeline.data.encode import Encoder, Encoding, collate
 from pipeline.data.sources import load_examples, with_data_labels
@@ -32,6 +31,7 @@ from pipeline.data.tasks import Task
 from pipeline.evaluation.score import evaluate
 from pipeline.methods.base import count_trainable
 from pipeline.methods.units import absolute_groups
+from pipeline.model.backbone import embedding_rows, input_embedding_rms
 from pipeline.model.prompted import PromptedModel
 from pipeline.model.zero import full_state
 from pipeline.records import better

@@ -49,7 +49,7 @@ def forget() -> None:
 
 def backbone(cfg, zero3_config: dict | None):
     """(model, tokenizer, info) of `cfg` (a BackboneConfig), from this process's cache unless ZeRO-3."""
-    from pipeline.backbone import ensure_backbone, load_backbone
+    from pipeline.model.backbone import ensure_backbone, load_backbone
 
     if zero3_config is not None:
         return load_backbone(cfg, zero3_config=zero3_config)

@@ -55,7 +55,7 @@ def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool 
     from pipeline.preflight import check_run
 
     check_run(cfg, DRIVER_CPU)
-    from pipeline.backbone import ensure_backbone
+    from pipeline.model.backbone import ensure_backbone
 
     cfg = resolve_paths(cfg)
     if resume is not None:

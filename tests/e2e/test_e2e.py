@@ -89,7 +89,7 @@ def test_zero3_two_workers_trains_dept_on_t5_and_a_refit_of_its_finished_trial_r
     """ZeRO-3 shards a frozen T5 over 2 ranks; DePT's two param groups train; checkpoint = MLflow artifact; the
     finished trial's trainer, fit again, reports its final result and trains and logs nothing."""
     from pipeline import methods
-    from pipeline.backbone import embedding_rows, load_backbone
+    from pipeline.model.backbone import embedding_rows, load_backbone
     from pipeline.tracking.runs import mlflow_client
     from pipeline.tune.search import run_search
 
@@ -158,7 +158,7 @@ def test_every_method_trains_through_deepspeed_in_a_ray_trial(shared_search):
     initialisation, every tensor of it."""
     from pipeline import methods
     from pipeline.artifact import load_prompt
-    from pipeline.backbone import embedding_rows, load_backbone
+    from pipeline.model.backbone import embedding_rows, load_backbone
 
     s, cfg = shared_search.summary, shared_search.cfg
     assert sorted(t.method for t in s.trials) == methods.names()

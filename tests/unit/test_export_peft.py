@@ -11,10 +11,10 @@ from safetensors.torch import load_file
 
 from pipeline import methods
 from pipeline.artifact import TENSORS_FILE, PromptArtifactError, save_prompt
-from pipeline.backbone import embedding_rows
 from pipeline.export_peft import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_KEY, TASK_FILE, export_peft
 from pipeline.methods.dept import DePTConfig
 from pipeline.methods.pt import PTConfig
+from pipeline.model.backbone import embedding_rows
 from pipeline.model.prompted import PromptedModel
 
 peft = pytest.importorskip("peft")

@@ -7,7 +7,7 @@ import json
 import pytest
 from huggingface_hub import constants
 
-import pipeline.backbone
+import pipeline.model.backbone
 from pipeline.config import BackboneConfig
 from pipeline.preflight import PreflightError, check_backbone
 from tests.unit.test_preflight import closed_port, fails, home  # noqa: F401  (home: the CLI fixture)
@@ -25,7 +25,7 @@ def cache(tmp_path, monkeypatch):
     def no_loading(*args, **kwargs):
         raise AssertionError("transformers was asked to load the backbone")
 
-    monkeypatch.setattr(pipeline.backbone, "load_hf_config", no_loading)
+    monkeypatch.setattr(pipeline.model.backbone, "load_hf_config", no_loading)
     return tmp_path / "hub"
 
 
@@ -70,7 +70,7 @@ def test_a_hub_that_answers_goes_on_to_load_the_config(cache, monkeypatch):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
     loaded = []
-    monkeypatch.setattr(pipeline.backbone, "load_hf_config", lambda b, *a: loaded.append(b.name_or_path))
+    monkeypatch.setattr(pipeline.model.backbone, "load_hf_config", lambda b, *a: loaded.append(b.name_or_path))
     try:
         check_backbone(BackboneConfig(name_or_path=FAKE))
     finally:
@@ -95,7 +95,8 @@ def test_a_cached_hub_id_still_loads_offline(tmp_path, monkeypatch):
     (repo / "snapshots" / "abc123" / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 48,
                                                                                 "num_attention_heads": 4}))
     check_backbone(BackboneConfig(name_or_path="promptfarm-tests/cached"))
-    assert pipeline.backbone.load_hf_config(BackboneConfig(name_or_path="promptfarm-tests/cached")).hidden_size == 48
+    cached = BackboneConfig(name_or_path="promptfarm-tests/cached")
+    assert pipeline.model.backbone.load_hf_config(cached).hidden_size == 48
 
 
 def test_cli_bench_with_an_uncached_hub_id_fails_in_one_line(home, cache):  # noqa: F811  (the imported fixture)

@@ -13,11 +13,11 @@ import torch
 
 from pipeline import methods
 from pipeline.artifact import load_prompt, save_prompt
-from pipeline.backbone import embedding_rows, load_backbone
 from pipeline.config import BackboneConfig, ConfigError, load_config
 from pipeline.data.builtin import get_task
 from pipeline.data.encode import Encoder, Encoding
 from pipeline.data.sources import load_examples
+from pipeline.model.backbone import embedding_rows, load_backbone
 from pipeline.model.prompted import PromptedModel
 from tests.conftest import FIXTURES, ROOT
 from tests.unit.methods.test_methods_contract import _batch

@@ -240,8 +240,8 @@ def test_g_recorded_dtype_and_quantization_must_be_backbone_settings(saved):
 @pytest.fixture
 def servable(tiny_dirs, tmp_path):
     """A PT artifact over the tiny llama backbone on disk, as `promptfarm predict` loads it."""
-    from pipeline.backbone import load_backbone
     from pipeline.config import BackboneConfig
+    from pipeline.model.backbone import load_backbone
 
     _, _, info = load_backbone(BackboneConfig(name_or_path=str(tiny_dirs["llama"])))
     cfg = PTConfig(num_tokens=3)

@@ -35,11 +35,11 @@ def _rank(rank: int, world: int, store: str, tiny_dir: str, out: str) -> None:
     os.environ.update(DS_ACCELERATOR="cpu", LOCAL_RANK=str(rank))
     torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    from pipeline.backbone import embedding_rows, load_backbone
     from pipeline.config import load_config
     from pipeline.data.builtin import get_task
     from pipeline.data.encode import Encoder, Encoding
     from pipeline.data.sources import load_examples
+    from pipeline.model.backbone import embedding_rows, load_backbone
     from pipeline.model.prompted import PromptedModel
     from pipeline.model.zero import full_state, is_partitioned
     from pipeline.train.ds_config import ds_config

@@ -11,9 +11,9 @@ import torch
 
 def test_zero3_backbone_is_partitioned_at_load(gloo_world, tiny_dirs):
     from pipeline import methods
-    from pipeline.backbone import embedding_rows, load_backbone
     from pipeline.config import BackboneConfig, TrainConfig
     from pipeline.methods.pt import PTConfig
+    from pipeline.model.backbone import embedding_rows, load_backbone
     from pipeline.train.ds_config import ds_config
 
     cfg = BackboneConfig(name_or_path=str(tiny_dirs["llama"]))

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from pipeline import methods
-from pipeline.backbone import embedding_rows, load_backbone
 from pipeline.bench.config import load_bench_config, method_config
 from pipeline.bench.report import BenchResult
 from pipeline.bench.run import JSON, MARKDOWN, bench_command, log_mlflow, run_bench, write_outputs
 from pipeline.config import ConfigError
 from pipeline.methods.base import count_trainable
+from pipeline.model.backbone import embedding_rows, load_backbone
 from tests.conftest import ROOT
 
 pytest.importorskip("peft")

@@ -63,8 +63,8 @@ def test_round_trip_to_dict():
 
 
 def test_init_tiny_writes_the_configured_size_once(tmp_path):
-    from pipeline.backbone import ensure_backbone, load_backbone
     from pipeline.config import BackboneConfig
+    from pipeline.model.backbone import ensure_backbone, load_backbone
 
     cfg = BackboneConfig(name_or_path=str(tmp_path / "m"), init_tiny="llama", tiny_hidden=16, tiny_layers=3)
     ensure_backbone(cfg)

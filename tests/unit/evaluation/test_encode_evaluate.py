@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from pipeline import methods
-from pipeline.backbone import embedding_rows
 from pipeline.data.builtin import get_task
 from pipeline.data.encode import Encoder, Encoding, collate
 from pipeline.evaluation.score import evaluate, generate, score_examples
 from pipeline.methods.pt import PTConfig
+from pipeline.model.backbone import embedding_rows
 from pipeline.model.prompted import PromptedModel, sequence_logprob
 
 SST2 = get_task("sst2")

@@ -11,11 +11,11 @@ import torch
 import torch.multiprocessing as mp
 
 from pipeline import methods
-from pipeline.backbone import embedding_rows, load_backbone
 from pipeline.config import BackboneConfig
 from pipeline.data.builtin import get_task
 from pipeline.data.encode import Encoder, Encoding, collate
 from pipeline.evaluation.score import evaluate, score_examples
+from pipeline.model.backbone import embedding_rows, load_backbone
 from pipeline.model.prompted import PromptedModel, sequence_logprob
 
 RTE = get_task("rte")  # label words of different token counts: a per-example mean would differ from token-weighted

@@ -12,13 +12,13 @@ def test_frozen_baseline_is_one_command_and_one_mlflow_run(tmp_path, tiny_dirs, 
     import torch
     from typer.testing import CliRunner
 
-    from pipeline.backbone import load_backbone
     from pipeline.cli import app
     from pipeline.config import DataConfig
     from pipeline.data.builtin import get_task
     from pipeline.data.encode import Encoder, Encoding
     from pipeline.data.sources import load_examples
     from pipeline.evaluation.score import evaluate
+    from pipeline.model.backbone import load_backbone
     from pipeline.model.prompted import NoPrompt, PromptedModel
     from pipeline.tracking.runs import mlflow_client
     from tests.conftest import FIXTURES, ROOT

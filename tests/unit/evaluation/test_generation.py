@@ -9,7 +9,6 @@ import sacrebleu
 import torch
 
 from pipeline import methods
-from pipeline.backbone import embedding_rows
 from pipeline.data.builtin import task_from
 from pipeline.data.encode import Encoder, Encoding
 from pipeline.data.metrics import compute_metrics
@@ -18,6 +17,7 @@ from pipeline.evaluation import label_scores as scores_module
 from pipeline.evaluation.generate import generate
 from pipeline.evaluation.label_scores import label_scores
 from pipeline.evaluation.score import _pick, evaluate
+from pipeline.model.backbone import embedding_rows
 from pipeline.model.prompted import PromptedModel
 from tests.conftest import FIXTURES
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from pipeline import methods
-from pipeline.backbone import embedding_rows
 from pipeline.data.builtin import get_task
 from pipeline.data.encode import Encoder, Encoding
 from pipeline.evaluation.label_scores import label_scores
+from pipeline.model.backbone import embedding_rows
 from pipeline.model.prompted import PromptedModel
 from tests.method_helpers import positions_through
 

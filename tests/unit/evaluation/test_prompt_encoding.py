@@ -10,7 +10,6 @@ import torch
 
 from pipeline import methods
 from pipeline.artifact import CONFIG_FILE, save_prompt
-from pipeline.backbone import embedding_rows, load_backbone
 from pipeline.config import BackboneConfig
 from pipeline.data.builtin import get_task
 from pipeline.data.encode import Encoder, Encoding
@@ -18,6 +17,7 @@ from pipeline.data.sources import load_examples
 from pipeline.evaluation.predictor import Predictor
 from pipeline.evaluation.score import evaluate
 from pipeline.methods.pt import PTConfig
+from pipeline.model.backbone import embedding_rows, load_backbone
 from pipeline.model.prompted import PromptedModel
 from tests.conftest import FIXTURES
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from pipeline import methods
-from pipeline.backbone import embedding_rows, load_backbone
 from pipeline.config import load_config
 from pipeline.data.builtin import get_task
 from pipeline.data.encode import Encoder, Encoding
 from pipeline.data.sources import load_examples
+from pipeline.model.backbone import embedding_rows, load_backbone
 from pipeline.model.prompted import PromptedModel
 from pipeline.train.loop import batches, build_engine, train_step
 from tests.conftest import FIXTURES, ROOT

@@ -11,7 +11,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pipeline import methods
-from pipeline.backbone import embedding_rows, input_embedding_rms, load_backbone
 from pipeline.config import load_config
 from pipeline.data.builtin import get_task
 from pipeline.data.encode import Encoder, Encoding
@@ -19,6 +18,7 @@ from pipeline.data.sources import load_examples
 from pipeline.methods.base import PromptBatch
 from pipeline.methods.ept import EPTConfig
 from pipeline.methods.units import REFERENCE_RMS, absolute_groups, lr_factor
+from pipeline.model.backbone import embedding_rows, input_embedding_rms, load_backbone
 from pipeline.model.prompted import PromptedModel
 from pipeline.train.loop import batches, build_engine, train_step
 from tests.conftest import FIXTURES, ROOT

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from pipeline import methods
-from pipeline.backbone import embedding_rows
 from pipeline.config import ConfigError, load_config
 from pipeline.methods.adept import ADePT, ADePTConfig
 from pipeline.methods.adept import resolve_rank as adept_rank
@@ -15,6 +14,7 @@ from pipeline.methods.base import PromptBatch, count_trainable
 from pipeline.methods.dept import DePT, DePTConfig
 from pipeline.methods.dept import resolve_rank as dept_rank
 from pipeline.methods.pt import PromptTuning, PTConfig
+from pipeline.model.backbone import embedding_rows
 from pipeline.model.prompted import PromptedModel
 from tests.method_helpers import (
     HIDDEN,

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from pipeline import methods
-from pipeline.backbone import embedding_rows
 from pipeline.config import ConfigError, load_config
 from pipeline.methods.base import PromptBatch, count_trainable
 from pipeline.methods.dept import DePT, DePTConfig
 from pipeline.methods.ept import EPT, EPTConfig, resolve_rank
 from pipeline.methods.lamp import LAMP, LAMPConfig
 from pipeline.methods.pt import PromptTuning, PTConfig
+from pipeline.model.backbone import embedding_rows
 from pipeline.model.prompted import PromptedModel
 from tests.method_helpers import (
     HIDDEN,

@@ -10,13 +10,13 @@ import torch
 
 from pipeline import methods
 from pipeline.artifact import load_prompt, save_prompt
-from pipeline.backbone import embedding_rows
 from pipeline.config import ExperimentConfig, apply_overrides
 from pipeline.data.builtin import get_task, task_from
 from pipeline.data.encode import Encoder, Encoding, collate
 from pipeline.data.sources import load_examples, with_data_labels
 from pipeline.evaluation.score import evaluate
 from pipeline.methods.base import Choice, PromptBatch, count_trainable
+from pipeline.model.backbone import embedding_rows
 from pipeline.model.prompted import PromptedModel
 from tests.conftest import FIXTURES
 

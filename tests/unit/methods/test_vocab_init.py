@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.backbone import EmbeddingRows, embedding_rows, load_backbone, special_token_ids
 from pipeline.config import BackboneConfig, ConfigError, load_config
 from pipeline.data.builtin import get_task
 from pipeline.data.encode import Encoder
 from pipeline.methods import pt
 from pipeline.methods.base import init_from_labels, init_from_vocab
+from pipeline.model.backbone import EmbeddingRows, embedding_rows, load_backbone, special_token_ids
 
 
 class _IdRows:

@@ -9,8 +9,8 @@ import torch
 
 from pipeline import methods
 from pipeline.artifact import TENSORS_FILE, save_prompt
-from pipeline.backbone import embedding_rows
 from pipeline.methods.pt import PTConfig
+from pipeline.model.backbone import embedding_rows
 from pipeline.tracking.registry import CHAMPION, pull, register_prompt
 
 

@@ -10,11 +10,11 @@ import torch
 
 from pipeline import methods
 from pipeline.artifact import load_prompt, save_prompt
-from pipeline.backbone import embedding_rows, load_backbone
 from pipeline.config import load_config
 from pipeline.data.builtin import get_task
 from pipeline.data.encode import Encoder, Encoding
 from pipeline.data.sources import load_examples
+from pipeline.model.backbone import embedding_rows, load_backbone
 from pipeline.model.prompted import PromptedModel
 from pipeline.model.zero import full_state
 from pipeline.train.checkpoint import load_optimizer, save_optimizer

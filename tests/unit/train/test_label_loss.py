@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from pipeline import methods
-from pipeline.backbone import embedding_rows
 from pipeline.data.builtin import get_task
 from pipeline.data.encode import Encoder, Encoding, collate
+from pipeline.model.backbone import embedding_rows
 from pipeline.model.prompted import PromptedModel
 from tests.method_helpers import positions_through
 
