@@ -120,10 +120,11 @@ def _tune_state_exists(cfg: ExperimentConfig, search_id: str) -> bool:
 def _registered(client, cfg: ExperimentConfig, search_id: str) -> bool:
     """The search already registered a version (it finished, then the suite died before recording it)."""
     from pipeline.tracking.registry import registered_name
+    from pipeline.tracking.runs import filter_literal
 
-    name = registered_name(cfg)
+    name = filter_literal(registered_name(cfg))  # a plain name (checked at load), quoted as every filter is
     try:
-        versions = client.search_model_versions(f"name = '{name}'")
+        versions = client.search_model_versions(f"name = {name}")
     except Exception:  # noqa: BLE001 - no such model yet
         return False
     return any(v.tags.get("search_id") == search_id for v in versions)
