@@ -18,6 +18,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -29,7 +30,7 @@ from pipeline.data.encode import Encoder, Encoding, collate
 from pipeline.data.sources import load_examples, with_data_labels
 from pipeline.data.tasks import Task
 from pipeline.evaluation.score import evaluate
-from pipeline.methods.base import count_trainable
+from pipeline.methods.base import BackboneInfo, count_trainable
 from pipeline.methods.units import absolute_groups
 from pipeline.model.backbone import embedding_rows, input_embedding_rms
 from pipeline.model.prompted import PromptedModel
@@ -41,6 +42,10 @@ from pipeline.train.placement import record_current
 from pipeline.train.progress import EvalProgress, Progress
 from pipeline.train.session import LoopContext, Session, use_reserved_cpus
 from pipeline.train.tracker import TrialTracker
+
+if TYPE_CHECKING:  # deepspeed imports in seconds; the loop imports it when a trial starts
+    from deepspeed import DeepSpeedEngine
+
 
 OPTIMIZER_DIR = "optimizer"
 """Subdirectory of a trial checkpoint holding every rank's optimizer slice (pipeline.train.checkpoint)."""
@@ -234,9 +239,9 @@ class _Reporting:
     """What every report of one trial writes with: fixed for the trial, built once in run_trial."""
 
     cfg: ExperimentConfig
-    engine: object
+    engine: DeepSpeedEngine
     method: torch.nn.Module
-    info: object
+    info: BackboneInfo
     task: Task
     encoding: Encoding
     session: Session
