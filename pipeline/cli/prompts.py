@@ -89,7 +89,7 @@ def evaluate(model: Annotated[str, typer.Argument(help="NAME[@ALIAS] (default al
     """
     from pipeline.config import ConfigError
     from pipeline.evaluation.runs import eval_target, evaluate_frozen, evaluate_registered
-    from pipeline.preflight import check_evaluate, check_tracking
+    from pipeline.preflight import check_backbone, check_evaluate, check_tracking
 
     try:
         t = eval_target(model, overrides, alias, split, file, tracking_uri)
@@ -105,7 +105,7 @@ def evaluate(model: Annotated[str, typer.Argument(help="NAME[@ALIAS] (default al
         if frozen:
             metrics = evaluate_frozen(t.cfg, t.tracking_uri, split, t.file, limit)
         else:
-            metrics = evaluate_registered(t.name, t.alias, t.tracking_uri, split, t.file, limit)
+            metrics = evaluate_registered(t.name, t.alias, t.tracking_uri, split, t.file, limit, check_backbone)
     except Exception as e:  # noqa: BLE001 - backbone, data and MLflow errors: one line
         what = f"the frozen {t.cfg.backbone.name_or_path}" if frozen else f"{t.name}@{t.alias}"
         fail(Exception(f"could not evaluate {what}: {str(e).splitlines()[0]}"))

@@ -3,10 +3,11 @@ run of the MLflow experiment 'promptfarm-evaluations'; a registered version is a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import ExperimentConfig, load_config
+from pipeline.config import BackboneConfig, ExperimentConfig, load_config
 from pipeline.tracking.registry import pull, registered_name
 from pipeline.tracking.runs import mlflow_client, resolve_tracking_uri
 
@@ -47,8 +48,12 @@ def _experiment_id(client) -> str:
 
 
 def evaluate_registered(name: str, alias: str, tracking_uri: str, split: str = "validation",
-                        path: str | None = None, limit: int | None = None) -> dict[str, float]:
-    """Re-evaluate NAME@alias on a split; log the result as a run (tags: model, version, split) and tag the version."""
+                        path: str | None = None, limit: int | None = None,
+                        check_backbone: Callable[[BackboneConfig], None] | None = None) -> dict[str, float]:
+    """Re-evaluate NAME@alias on a split; log the result as a run (tags: model, version, split) and tag the version.
+
+    `check_backbone` sees the backbone the pulled prompt records before it loads (the CLI's pre-flight probe: an
+    uncached hub id offline is one line at once, not ~25 s of hub retries)."""
     import tempfile
 
     from pipeline.evaluation.predictor import Predictor
@@ -56,7 +61,10 @@ def evaluate_registered(name: str, alias: str, tracking_uri: str, split: str = "
     client = mlflow_client(tracking_uri)
     mv = client.get_model_version_by_alias(name, alias)
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = Predictor.load(pull(name, tmp, alias, tracking_uri)).evaluate(split, path, limit)
+        local = pull(name, tmp, alias, tracking_uri)
+        if check_backbone is not None:
+            check_backbone(Predictor.backbone_config(local))
+        metrics = Predictor.load(local).evaluate(split, path, limit)
     exp_id = _experiment_id(client)
     run = client.create_run(exp_id, run_name=f"{name}-v{mv.version}-{split}", tags={
         "model_name": name, "model_version": str(mv.version), "alias": alias, "split": split,
