@@ -89,8 +89,16 @@ def write_tiny_model(family: Literal["llama", "t5"], path: str | Path, hidden: i
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=path.parent))
     tokenizer = build_tokenizer(family)
     model = build_model(family, len(tokenizer), hidden=hidden, layers=layers, seed=seed)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # "Writing model shards" on a first run: promptfarm prints its own lines only
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     try:
         os.rename(tmp, path)
     except OSError:  # another process won the race; its copy is identical (same seed)

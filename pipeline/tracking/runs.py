@@ -38,8 +38,12 @@ def resolve_tracking_uri(uri: str | None) -> str:
 def mlflow_client(uri: str):
     """A client whose tracking AND registry stores are `uri` (a bare MlflowClient(uri) follows the process-global
     registry URI, which another search or `mlflow.set_registry_uri` may have pointed elsewhere)."""
+    import logging
+
     from mlflow import MlflowClient
 
+    # a new sqlite store logs "Creating initial MLflow database tables..." at INFO: a first run prints ours only
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     return MlflowClient(uri, registry_uri=uri)
 
 

@@ -161,3 +161,16 @@ def test_registering_and_pulling_print_no_progress_bars_or_pyfunc_advice(store, 
     out, err = capfd.readouterr()
     assert "Downloading artifacts" not in out + err and "%|" not in err
     assert not [str(w.message)[:120] for w in recwarn if "Add type hints" in str(w.message)]
+
+
+def test_a_new_store_and_a_new_tiny_model_print_nothing(tmp_path, capfd):
+    """The README's first run creates both: MLflow's table-creation INFO lines and transformers' "Writing model
+    shards" bar were the first things it printed."""
+    from pipeline.model.tiny import write_tiny_model
+    from pipeline.tracking.runs import mlflow_client
+
+    mlflow_client(f"sqlite:///{tmp_path / 'new.db'}").search_experiments()
+    write_tiny_model("llama", tmp_path / "tm")
+    out, err = capfd.readouterr()
+    assert "Creating initial MLflow database tables" not in out + err and "Writing model shards" not in out + err
+    assert (tmp_path / "tm" / "config.json").is_file()
