@@ -40,8 +40,21 @@ Overrides = Annotated[list[str] | None, typer.Argument(help="Config overrides ke
 NoRegister = Annotated[bool, typer.Option("--no-register", help="Skip Model Registry registration")]
 
 
+def resume_command(command: str, config: Path, overrides: list[str] | None, resume_id: str) -> str:
+    """The command line that resumes a saved search or suite."""
+    return " ".join([command, str(config), *(overrides or []), "--resume", resume_id])
+
+
 def interrupted(e, command: str, config: Path, overrides: list[str] | None) -> None:
     """A search or suite stopped by Ctrl+C or SIGTERM and saved: print how to resume it, exit 128 + the signal."""
-    again = " ".join([command, str(config), *(overrides or []), "--resume", e.resume_id])
+    again = resume_command(command, config, overrides, e.resume_id)
     typer.echo(f"interrupted: {e.resume_id} is saved; resume it with: {again}", err=True)
     raise typer.Exit(128 + e.signum) from None  # 130 after Ctrl+C, 143 after SIGTERM
+
+
+def storage_full(e, command: str, config: Path, overrides: list[str] | None) -> None:
+    """A search whose storage_path filled (pipeline.tune.storage.StorageFull): one line with the resume command,
+    exit 1 (a fault, not bad input)."""
+    again = resume_command(command, config, overrides, e.search_id)
+    typer.echo(f"error: {e}; then resume it with: {again}", err=True)
+    raise typer.Exit(1) from None

@@ -68,16 +68,29 @@ def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool 
     if ensure_ray(cfg):
         check_fits_cluster(cfg)
     from pipeline.tune.interrupt import Interrupted, Interruptible
+    from pipeline.tune.storage import FullDiskGuard, StorageFull
 
     tuner = _tuner(cfg, run, resume is not None, callbacks or [])
-    with Interruptible() as stop:
-        grid = tuner.fit()
+    try:
+        with Interruptible() as stop, FullDiskGuard(cfg.storage_path, search_id) as disk:
+            grid = tuner.fit()
+            if not stop.interrupted:
+                disk.check(grid.errors)  # trials that could not save: the disk, not the trial, failed
+                summary = summarize(grid, search_id, run.ref.metric, run.ref.mode, cfg.train.max_steps,
+                                    cfg.method_name)
+    except StorageFull:
+        _leave_resumable(run)
+        raise
     if stop.interrupted:  # saved, not finished: nothing registered, the run stays open for --resume
-        run.client.set_tag(run.ref.parent, STATE_TAG, "interrupted")
-        run.client.set_terminated(run.ref.parent, "KILLED")
+        _leave_resumable(run)
         raise Interrupted(search_id, stop.signum)
-    summary = summarize(grid, search_id, run.ref.metric, run.ref.mode, cfg.train.max_steps, cfg.method_name)
     return _finish(cfg, run, summary, register)
+
+
+def _leave_resumable(run: _SearchRun) -> None:
+    """An unfinished search's run: tagged interrupted and closed KILLED (`--resume` opens it again)."""
+    run.client.set_tag(run.ref.parent, STATE_TAG, "interrupted")
+    run.client.set_terminated(run.ref.parent, "KILLED")
 
 
 @dataclass

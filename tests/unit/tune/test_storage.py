@@ -1,0 +1,61 @@
+"""A full storage_path: Ray's full-disk log records are counted, not printed, and the search's failure becomes one
+StorageFull line (the real disk-full run is tests/e2e/test_full_disk.py)."""
+
+from __future__ import annotations
+
+import errno
+import io
+import logging
+
+import pytest
+
+from pipeline.tune.storage import FullDiskGuard, StorageFull, is_full
+
+
+def test_is_full_follows_causes_and_reads_ray_messages():
+    enospc = OSError(errno.ENOSPC, "No space left on device")
+    try:
+        try:
+            raise enospc
+        except OSError as inner:
+            raise RuntimeError("trial failed") from inner
+    except RuntimeError as outer:
+        assert is_full(outer)
+    assert is_full("OSError: [Errno 28] Error writing bytes to file. Detail: [errno 28] No space left on device")
+    assert not is_full(OSError(errno.EACCES, "Permission denied")) and not is_full(ValueError("bad lr"))
+    assert not is_full(None)
+
+
+@pytest.fixture
+def ray_log():
+    """A handler on the 'ray' logger (where Ray's own stderr handler sits), capturing what would be printed."""
+    stream, logger = io.StringIO(), logging.getLogger("ray")
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    yield stream
+    logger.removeHandler(handler)
+
+
+def test_full_disk_records_are_dropped_and_any_failure_becomes_one_line(ray_log):
+    syncer = logging.getLogger("ray.train._internal.syncer")
+    with pytest.raises(StorageFull) as e, FullDiskGuard("/data/ray", "s1") as guard:
+        syncer.warning("Last sync command failed with the following error:\nTraceback ...\nOSError: [Errno 28] "
+                       "No space left on device")
+        syncer.warning("an unrelated warning")
+        assert guard.full
+        raise EOFError("Ran out of input")  # reading a zero-byte params.pkl back: the CLI printed `Aborted.`
+    assert ray_log.getvalue() == "an unrelated warning\n"
+    assert str(e.value).startswith("storage_path '/data/ray' is full (No space left on device while Ray saved "
+                                   "search 's1'") and "--search-id s1" in str(e.value)
+    assert "\n" not in str(e.value)
+    syncer.warning("after the search: No space left on device")  # the guard is gone: printed again
+    assert "after the search" in ray_log.getvalue()
+
+
+def test_trial_errors_on_the_full_disk_raise_and_other_failures_pass(ray_log):
+    with FullDiskGuard("/data/ray", "s1") as guard:
+        guard.check([ValueError("NaN loss")])  # a trial's own failure: the search reports it as usual
+        with pytest.raises(StorageFull):
+            guard.check([ValueError("NaN loss"), OSError(errno.ENOSPC, "No space left on device")])
+    with pytest.raises(KeyError), FullDiskGuard("/data/ray", "s1"):
+        raise KeyError("not a disk problem")
