@@ -30,11 +30,14 @@ def check_resumable(storage_path: str, search_id: str) -> None:
         raise ValueError(f"no saved search {search_id!r} under {str(root)!r}; expected one of: {listed}"
                          if known else f"no saved search {search_id!r} under {str(root)!r}, which holds none; "
                          "expected the id a search printed first ('search id: ...')")
-    empty = [p.name for p in (*states, path / "tuner.pkl") if p.stat().st_size == 0]
+    # A trial's params (its sampled config) written while the disk was full: Tune would restore it as a fresh
+    # trial with {} for its hyperparameters, loading another shape's checkpoint, so refuse the whole state.
+    params = [p for d in path.iterdir() if d.is_dir() for p in (d / "params.json", d / "params.pkl") if p.is_file()]
+    empty = [p for p in (*states, path / "tuner.pkl", *params) if p.stat().st_size == 0]
     if empty:
-        raise ValueError(f"search {search_id!r} cannot be resumed: {empty[0]} in {str(path)!r} is empty (written "
-                         "while the disk was full?); its trials' results are in MLflow: register the best with "
-                         f"`promptfarm register CONFIG --search-id {search_id}`")
+        raise ValueError(f"search {search_id!r} cannot be resumed: {empty[0].relative_to(path)} in {str(path)!r} is "
+                         "empty (written while the disk was full?); its trials' results are in MLflow: register the "
+                         f"best with `promptfarm register CONFIG --search-id {search_id}`")
 
 
 def _searches(root: Path) -> list[str]:

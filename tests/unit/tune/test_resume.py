@@ -32,12 +32,19 @@ def test_a_mistyped_id_lists_the_saved_searches(tmp_path):
     check_resumable("s3://bucket/searches", "anything")  # a URI: Ray's restore reads it
 
 
-@pytest.mark.parametrize("empty", ["state", "tuner"])
+@pytest.mark.parametrize("empty", ["state", "tuner", "params.json", "params.pkl"])
 def test_a_state_truncated_by_a_full_disk_points_at_register(tmp_path, empty):
-    _saved(tmp_path, "s1", state="" if empty == "state" else "{}", tuner=b"" if empty == "tuner" else b"x")
-    with pytest.raises(ValueError, match=r"search 's1' cannot be resumed: .* is empty \(written while the disk was "
-                                         r"full\?\); .*`promptfarm register CONFIG --search-id s1`"):
+    """Tune's own state, or one trial's params (restored as a fresh trial with {} for its config otherwise)."""
+    d = _saved(tmp_path, "s1", state="" if empty == "state" else "{}", tuner=b"" if empty == "tuner" else b"x")
+    for trial in ("driver_a_00000_0", "driver_a_00001_1"):
+        (d / trial).mkdir()
+        (d / trial / "params.json").write_text("{}" if empty != "params.json" or trial.endswith("0") else "")
+        (d / trial / "params.pkl").write_bytes(b"x" if empty != "params.pkl" or trial.endswith("0") else b"")
+    with pytest.raises(ValueError, match=r"search 's1' cannot be resumed: (\S+) in .* is empty \(written while the "
+                                         r"disk was full\?\); .*`promptfarm register CONFIG --search-id s1`") as e:
         check_resumable(str(tmp_path), "s1")
+    if empty.startswith("params"):
+        assert f"driver_a_00001_1/{empty} in" in str(e.value)
 
 
 def _tiny(home, tiny_dirs):  # noqa: F811
