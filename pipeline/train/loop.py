@@ -16,6 +16,7 @@ import os
 import random
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -101,8 +102,10 @@ def build_engine(cfg: ExperimentConfig, prompted: PromptedModel, method, start_s
     total = cfg.train.max_steps
     optimizer = make_optimizer(method, prompted.backbone, cfg.train.weight_decay, cfg.train.lr_units)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.train.warmup_steps, total))
-    for _ in range(start_step):  # resume the schedule where the checkpoint left it
-        scheduler.step()
+    with warnings.catch_warnings():  # fast-forwarding before any optimizer step is the point here, not a mistake
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+        for _ in range(start_step):  # resume the schedule where the checkpoint left it
+            scheduler.step()
     engine, _, _, _ = deepspeed.initialize(model=prompted, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=ds_config(cfg.train, cfg.backbone.dtype), dist_init_required=False)
     return engine

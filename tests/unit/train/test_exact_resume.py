@@ -5,6 +5,8 @@ files), in one process with a gloo world of one."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -41,7 +43,11 @@ def _run(cfg, first: int, last: int, restore=None, save=None, restore_optimizer:
     method = methods.build(cfg.method, info, embedding_rows(model), seed=cfg.seed)
     if restore is not None:
         method.load_state_dict(load_prompt(restore, info)[0].state_dict())
-    engine = build_engine(cfg, PromptedModel(model, method, info.is_seq2seq), method, first)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        engine = build_engine(cfg, PromptedModel(model, method, info.is_seq2seq), method, first)
+    # the schedule's fast-forward is deliberate: torch's "lr_scheduler.step() before optimizer.step()" is not shown
+    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
     if restore is not None and restore_optimizer:
         assert load_optimizer(engine, restore / OPTIMIZER_DIR, 0, 1, stage) is None
     task = get_task("sst2")
