@@ -25,9 +25,10 @@ class StorageFull(Exception):
 
     def __init__(self, storage_path: str, search_id: str) -> None:
         super().__init__(
-            f"storage_path {storage_path!r} is full (No space left on device while Ray saved search {search_id!r}'s "
-            "state and checkpoints); free space there or set storage_path to a larger disk; its trials' results and "
-            f"best prompts are in MLflow (`promptfarm register CONFIG --search-id {search_id}` registers the best)")
+            f"storage_path {storage_path!r} is full (No space left on device while Ray saved the state and "
+            f"checkpoints of search {search_id!r}); free space there or set storage_path to a larger disk; its "
+            f"trials' results and best prompts are in MLflow (`promptfarm register CONFIG --search-id {search_id}` "
+            "registers the best)")
         self.storage_path, self.search_id = storage_path, search_id
 
 

@@ -74,8 +74,8 @@ def test_a_full_storage_path_is_one_line_and_the_search_is_recovered_from_mlflow
     assert run.returncode == 1, out[-3000:]
     assert "Traceback" not in out and "Aborted" not in out, out[-3000:]
     last = [ln for ln in run.stderr.splitlines() if ln.strip()][-1]
-    assert last.startswith(f"error: storage_path '{storage}' is full (No space left on device while Ray saved "
-                           f"search '{search_id}'"), last
+    assert last.startswith(f"error: storage_path '{storage}' is full (No space left on device while Ray saved the "
+                           f"state and checkpoints of search '{search_id}')"), last
     assert last.endswith(f"then resume it with: promptfarm search {SMOKE} {' '.join(args[5:])} --resume {search_id}")
     assert client.get_run(parent.info.run_id).info.status == "KILLED"
     assert client.get_run(parent.info.run_id).data.tags["promptfarm.state"] == "interrupted"

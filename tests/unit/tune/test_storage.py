@@ -45,8 +45,8 @@ def test_full_disk_records_are_dropped_and_any_failure_becomes_one_line(ray_log)
         assert guard.full
         raise EOFError("Ran out of input")  # reading a zero-byte params.pkl back: the CLI printed `Aborted.`
     assert ray_log.getvalue() == "an unrelated warning\n"
-    assert str(e.value).startswith("storage_path '/data/ray' is full (No space left on device while Ray saved "
-                                   "search 's1'") and "--search-id s1" in str(e.value)
+    assert str(e.value).startswith("storage_path '/data/ray' is full (No space left on device while Ray saved the "
+                                   "state and checkpoints of search 's1')") and "--search-id s1" in str(e.value)
     assert "\n" not in str(e.value)
     syncer.warning("after the search: No space left on device")  # the guard is gone: printed again
     assert "after the search" in ray_log.getvalue()
