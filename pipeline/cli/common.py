@@ -52,9 +52,9 @@ def interrupted(e, command: str, config: Path, overrides: list[str] | None) -> N
     raise typer.Exit(128 + e.signum) from None  # 130 after Ctrl+C, 143 after SIGTERM
 
 
-def storage_full(e, command: str, config: Path, overrides: list[str] | None) -> None:
-    """A search whose storage_path filled (pipeline.tune.storage.StorageFull): one line with the resume command,
-    exit 1 (a fault, not bad input)."""
+def store_fault(e, command: str, config: Path, overrides: list[str] | None) -> None:
+    """A search whose storage_path filled or whose tracking store stopped taking writes (pipeline.tune.storage):
+    one line with the resume command, exit 1 (a fault, not bad input)."""
     again = resume_command(command, config, overrides, e.search_id)
     typer.echo(f"error: {e}; then resume it with: {again}", err=True)
     raise typer.Exit(1) from None

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.common import NoRegister, Overrides, app, fail, interrupted, load, preflight, storage_full
+from pipeline.cli.common import NoRegister, Overrides, app, fail, interrupted, load, preflight, store_fault
 
 
 def _report(s) -> None:
@@ -33,7 +33,7 @@ def _registered(r, metric: str) -> str:
 def _run_and_report(run, command: str, config: Path, overrides: list[str] | None, **kw) -> None:
     from pipeline.config import ConfigError
     from pipeline.tune.interrupt import Interrupted
-    from pipeline.tune.storage import StorageFull
+    from pipeline.tune.storage import StorageFull, StoreUnwritable
 
     cfg = load(config, overrides)
     try:
@@ -42,8 +42,8 @@ def _run_and_report(run, command: str, config: Path, overrides: list[str] | None
         fail(e)
     except Interrupted as e:
         interrupted(e, command, config, overrides)
-    except StorageFull as e:
-        storage_full(e, command, config, overrides)
+    except (StorageFull, StoreUnwritable) as e:
+        store_fault(e, command, config, overrides)
     _report(s)
     failed = sum(t.status == "failed" for t in s.trials)
     if not any(t.status == "completed" for t in s.trials):  # a job that produced nothing must not read as success

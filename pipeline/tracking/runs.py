@@ -42,8 +42,9 @@ def mlflow_client(uri: str):
 
     from mlflow import MlflowClient
 
-    # a new sqlite store logs "Creating initial MLflow database tables..." at INFO: a first run prints ours only
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    # a new sqlite store logs "Creating initial MLflow database tables..." at INFO (a first run prints ours only),
+    # and a failed write at ERROR with its traceback before raising it: the caller reports the raised error once
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     return MlflowClient(uri, registry_uri=uri)
 
 

@@ -68,23 +68,28 @@ def run_search(cfg: ExperimentConfig, resume: str | None = None, register: bool 
     if ensure_ray(cfg):
         check_fits_cluster(cfg)
     from pipeline.tune.interrupt import Interrupted, Interruptible
-    from pipeline.tune.storage import FullDiskGuard, StorageFull
+    from pipeline.tune.storage import FaultGuard, StorageFull, StoreUnwritable, mark_store_fault
 
     tuner = _tuner(cfg, run, resume is not None, callbacks or [])
+    faults = FaultGuard(cfg.storage_path, run.ref.uri, search_id)
     try:
-        with Interruptible() as stop, FullDiskGuard(cfg.storage_path, search_id) as disk:
+        with Interruptible() as stop, faults:
             grid = tuner.fit()
             if not stop.interrupted:
-                disk.check(grid.errors)  # trials that could not save: the disk, not the trial, failed
+                faults.check(grid.errors)  # trials that could not save or log: a store, not the trial, failed
                 summary = summarize(grid, search_id, run.ref.metric, run.ref.mode, cfg.train.max_steps,
                                     cfg.method_name)
     except StorageFull:
         _leave_resumable(run)
         raise
+    except StoreUnwritable:  # the store cannot record it: the search's folder does, so --resume retries those trials
+        mark_store_fault(cfg.storage_path, search_id)
+        raise
     if stop.interrupted:  # saved, not finished: nothing registered, the run stays open for --resume
         _leave_resumable(run)
         raise Interrupted(search_id, stop.signum)
-    return _finish(cfg, run, summary, register)
+    with faults:  # registration writes to the tracking store too
+        return _finish(cfg, run, summary, register)
 
 
 def _leave_resumable(run: _SearchRun) -> None:
@@ -131,12 +136,15 @@ def _tuner(cfg: ExperimentConfig, run: _SearchRun, resuming: bool, extra: list):
 
     from pipeline.tune.callbacks import MlflowTrialStatus, ProgressLine
     from pipeline.tune.driver import make_driver
+    from pipeline.tune.storage import took_store_fault
 
     driver = make_driver(cfg.to_dict(), run.ref)
     trainable = tune.with_resources(driver, trial_resources(cfg))
     path = f"{cfg.storage_path.rstrip('/')}/{run.ref.search_id}"  # a URI (s3://...) or a mounted path
     if resuming:
-        return tune.Tuner.restore(path, trainable=trainable, resume_errored=False, restart_errored=False)
+        # trials that failed only because the tracking store refused their writes resume from their checkpoints
+        retry = took_store_fault(cfg.storage_path, run.ref.search_id)
+        return tune.Tuner.restore(path, trainable=trainable, resume_errored=retry, restart_errored=False)
     status_cb = MlflowTrialStatus(run.ref, cfg.train.max_steps)
     return tune.Tuner(
         trainable, param_space=to_ray(search_space(cfg)),

@@ -1,5 +1,5 @@
-"""A full storage_path: Ray's full-disk log records are counted, not printed, and the search's failure becomes one
-StorageFull line (the real disk-full run is tests/e2e/test_full_disk.py)."""
+"""A full storage_path or an unwritable tracking store: Ray's log records of the fault are counted, not printed, and
+the search's failure becomes one StorageFull / StoreUnwritable line (the real runs: tests/e2e/test_store_faults.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from pipeline.tune.storage import FullDiskGuard, StorageFull, is_full
+from pipeline.tune.storage import FaultGuard, StorageFull, StoreUnwritable, is_full, store_cause
 
 
 def test_is_full_follows_causes_and_reads_ray_messages():
@@ -38,7 +38,7 @@ def ray_log():
 
 def test_full_disk_records_are_dropped_and_any_failure_becomes_one_line(ray_log):
     syncer = logging.getLogger("ray.train._internal.syncer")
-    with pytest.raises(StorageFull) as e, FullDiskGuard("/data/ray", "s1") as guard:
+    with pytest.raises(StorageFull) as e, FaultGuard("/data/ray", "sqlite:////data/mlflow.db", "s1") as guard:
         syncer.warning("Last sync command failed with the following error:\nTraceback ...\nOSError: [Errno 28] "
                        "No space left on device")
         syncer.warning("an unrelated warning")
@@ -53,9 +53,27 @@ def test_full_disk_records_are_dropped_and_any_failure_becomes_one_line(ray_log)
 
 
 def test_trial_errors_on_the_full_disk_raise_and_other_failures_pass(ray_log):
-    with FullDiskGuard("/data/ray", "s1") as guard:
+    with FaultGuard("/data/ray", "sqlite:////data/mlflow.db", "s1") as guard:
         guard.check([ValueError("NaN loss")])  # a trial's own failure: the search reports it as usual
         with pytest.raises(StorageFull):
             guard.check([ValueError("NaN loss"), OSError(errno.ENOSPC, "No space left on device")])
-    with pytest.raises(KeyError), FullDiskGuard("/data/ray", "s1"):
+    with pytest.raises(KeyError), FaultGuard("/data/ray", "sqlite:////data/mlflow.db", "s1"):
         raise KeyError("not a disk problem")
+
+
+def test_a_store_that_refuses_writes_is_one_line_naming_it_and_sqlites_cause(ray_log):
+    cause = "(sqlite3.OperationalError) attempt to write a readonly database"
+    assert store_cause(RuntimeError(f"could not log\n{cause}\n[SQL: INSERT ...]")) == cause
+    assert store_cause(ValueError("NaN loss")) is None
+    tune = logging.getLogger("ray.tune.execution.tune_controller")
+    with pytest.raises(StoreUnwritable) as e, FaultGuard("/data/ray", "sqlite:////data/mlflow.db", "s1"):
+        tune.error(f"Trial task failed for trial driver_00000\nTraceback ...\nsqlalchemy.exc.OperationalError: {cause}")
+        raise RuntimeError("the search run could not be closed")
+    assert ray_log.getvalue() == ""
+    assert str(e.value) == (f"tracking store sqlite:////data/mlflow.db could not be written during search 's1' "
+                            f"(sqlalchemy.exc.OperationalError: {cause}); make it writable again (file "
+                            "permissions, disk space, the server), then resume")
+    with FaultGuard("/data/ray", "https://u:secret@mlflow.example/", "s1") as guard, \
+            pytest.raises(StoreUnwritable) as e:
+        guard.check([ValueError("NaN loss"), RuntimeError(f"log_batch failed: {cause}")])
+    assert "secret" not in str(e.value)  # credentials in the URI are never printed
