@@ -14,12 +14,20 @@ DEFAULT_URI = "sqlite:///mlruns.db"
 
 @contextlib.contextmanager
 def quiet_mlflow() -> Iterator[None]:
-    """MLflow inside the block without its artifact progress bars: a run prints promptfarm's own lines only."""
+    """MLflow inside the block without its artifact progress bars, nor the warning that logging the pyfunc (whose
+    predict takes a DataFrame by design: no schema to validate) infers no signature: a run prints promptfarm's own
+    lines only."""
+    import logging
+
     key, old = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    level = pyfunc_log.level
     os.environ[key] = "false"
+    pyfunc_log.setLevel(logging.ERROR)
     try:
         yield
     finally:
+        pyfunc_log.setLevel(level)
         if old is None:
             os.environ.pop(key, None)
         else:
