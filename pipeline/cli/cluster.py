@@ -30,7 +30,7 @@ def submit(config: Path, args: Annotated[list[str] | None, typer.Argument(help="
     from pipeline.submit import submit as do_submit
 
     try:
-        job_id = do_submit(config, args or [], address, job, parse_env_orfail(env), working_dir, tracking_uri,
+        job_id = do_submit(config, args or [], address, job, parse_env_or_fail(env), working_dir, tracking_uri,
                            exclude or [], typer.echo)
     except (SubmitError, ConfigError, FileNotFoundError) as e:
         fail(e)
@@ -42,7 +42,7 @@ def submit(config: Path, args: Annotated[list[str] | None, typer.Argument(help="
             raise typer.Exit(1)
 
 
-def parse_env_orfail(pairs: list[str] | None) -> dict[str, str]:
+def parse_env_or_fail(pairs: list[str] | None) -> dict[str, str]:
     from pipeline.submit import SubmitError, parse_env
 
     try:
