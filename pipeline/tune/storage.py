@@ -50,18 +50,23 @@ class StoreUnwritable(Exception):
 FAULT_MARK = "promptfarm-store-fault"  # in the search's folder: its last run ended on an unwritable tracking store
 
 
+def _fault_mark(storage_path: str, search_id: str) -> Path | None:
+    """The mark's path in the search's folder; None for storage given as a URI (s3://, gs://), where `--resume`
+    leaves failed trials failed, as after any other failure."""
+    return None if "://" in storage_path else Path(storage_path) / search_id / FAULT_MARK
+
+
 def mark_store_fault(storage_path: str, search_id: str) -> None:
-    """Record in the search's folder that its trials failed on the tracking store, not on their own (local storage
-    only; elsewhere `--resume` leaves failed trials failed, as after any other failure)."""
-    folder = Path(storage_path) / search_id
-    if "://" not in storage_path and folder.is_dir():
-        (folder / FAULT_MARK).write_text("the tracking store refused writes; --resume retries the failed trials\n")
+    """Record in the search's folder that its trials failed on the tracking store, not on their own."""
+    mark = _fault_mark(storage_path, search_id)
+    if mark is not None and mark.parent.is_dir():
+        mark.write_text("the tracking store refused writes; --resume retries the failed trials\n")
 
 
 def took_store_fault(storage_path: str, search_id: str) -> bool:
     """Whether the search's last run ended on an unwritable store (the mark is consumed: one retry per fault)."""
-    mark = Path(storage_path) / search_id / FAULT_MARK
-    if "://" in storage_path or not mark.is_file():
+    mark = _fault_mark(storage_path, search_id)
+    if mark is None or not mark.is_file():
         return False
     mark.unlink()
     return True

@@ -77,3 +77,16 @@ def test_a_store_that_refuses_writes_is_one_line_naming_it_and_sqlites_cause(ray
             pytest.raises(StoreUnwritable) as e:
         guard.check([ValueError("NaN loss"), RuntimeError(f"log_batch failed: {cause}")])
     assert "secret" not in str(e.value)  # credentials in the URI are never printed
+
+
+def test_the_store_fault_mark_is_taken_once_and_never_written_for_uri_storage(tmp_path):
+    from pipeline.tune.storage import mark_store_fault, took_store_fault
+
+    (tmp_path / "s1").mkdir()
+    assert not took_store_fault(str(tmp_path), "s1")  # no fault recorded: failed trials stay failed
+    mark_store_fault(str(tmp_path), "s1")
+    assert took_store_fault(str(tmp_path), "s1") and not took_store_fault(str(tmp_path), "s1")
+    mark_store_fault(str(tmp_path), "gone")  # a search folder that does not exist: nothing created
+    assert not (tmp_path / "gone").exists()
+    mark_store_fault("s3://bucket/searches", "s1")
+    assert not took_store_fault("s3://bucket/searches", "s1")
