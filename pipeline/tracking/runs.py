@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,14 +47,20 @@ def resolve_tracking_uri(uri: str | None) -> str:
 def mlflow_client(uri: str):
     """A client whose tracking AND registry stores are `uri` (a bare MlflowClient(uri) follows the process-global
     registry URI, which another search or `mlflow.set_registry_uri` may have pointed elsewhere)."""
-    import logging
-
     from mlflow import MlflowClient
 
-    # a new sqlite store logs "Creating initial MLflow database tables..." at INFO (a first run prints ours only),
-    # and a failed write at ERROR with its traceback before raising it: the caller reports the raised error once
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    _quiet_store_logs()
     return MlflowClient(uri, registry_uri=uri)
+
+
+@functools.cache
+def _quiet_store_logs() -> None:
+    """Once per process: a new sqlite store logs "Creating initial MLflow database tables..." at INFO (a first run
+    prints ours only), and a failed write at ERROR with its traceback before raising it (the caller reports the
+    raised error once)."""
+    import logging
+
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def experiment_id(client, cfg: ExperimentConfig) -> str:
