@@ -12,7 +12,8 @@ def test_steps_the_run_already_holds_are_not_logged_again(tmp_path):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow_client(uri)
-    run_id = client.create_run(client.create_experiment("t")).info.run_id
+    exp = client.create_experiment("t", artifact_location=(tmp_path / "art").as_uri())  # not ./mlruns
+    run_id = client.create_run(exp).info.run_id
     first = TrialTracker(LoopContext("val_loss", "min", uri, run_id))
     for step, loss in [(10, 3.0), (20, 2.0), (30, 1.5)]:
         first.log_metrics({"val_loss": loss, "train_loss": loss + 1}, step)

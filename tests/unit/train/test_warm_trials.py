@@ -91,7 +91,8 @@ def test_a_restart_from_an_earlier_checkpoint_logs_each_step_once(tiny_dirs, tmp
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow_client(uri)
-    run_id = client.create_run(client.create_experiment("dedup")).info.run_id
+    exp = client.create_experiment("dedup", artifact_location=(tmp_path / "art").as_uri())  # not ./mlruns
+    run_id = client.create_run(exp).info.run_id
     ctx = LoopContext(metric="val_loss", mode="min", tracking_uri=uri, run_id=run_id)
     cfg = _cfg(tiny_dirs["llama"], "pt", 0.3)
     first = Recorded(tmp_path / "first")
