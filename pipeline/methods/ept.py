@@ -5,7 +5,7 @@ DePT's short prompt P in R^{m x d} and low-rank offsets A in R^{s x r}, B in R^{
 pipeline.methods.dept), with the prompt fused with B and re-projected over N rank-k subspaces. For embedded
 inputs E in R^{B x L x d}:
     E'[:, i] = E[:, i] + alpha/sqrt(r) (A B)[row(i)]                (offsets and their alignment, as DePT)
-    F   = softmax(P B^T / sqrt(d)) B                              (prompt fusion; 0 when fusion=False)
+    F   = softmax(P B^T / (sqrt(d) rms(P) rms(B))) B              (prompt fusion; 0 when fusion=False)
     M(X) = sum_k G(X)[:, k] * (X D_k) U_k,  G(X) = softmax(X W_g)   (multi-space projection, per-token gate;
                                                                       D_k in R^{d x k}, U_k in R^{k x d} = 0 at init)
     P*  = P + F + M(P)        composition='parallel' (default: both branches read P, Figure 2)
@@ -61,7 +61,7 @@ class EPTConfig:
     alpha: float = field(default=8.0, metadata=bounds(0.0))
     """Offset scale numerator: E' = E + alpha/sqrt(r) * A B (as DePT's reference code)."""
     fusion: bool = True
-    """Prompt fusion: P_f = P + softmax(P B^T / sqrt(d)) B (parameter-free attention over the rows of B)."""
+    """Prompt fusion: P_f = P + softmax(P B^T / (sqrt(d) rms(P) rms(B))) B (parameter-free attention over B's rows)."""
     num_spaces: int = field(default=4, metadata=bounds(1))
     """N subspace projections mixed by the gate (1: no gate, the single space has weight 1)."""
     space_rank: int = field(default=2, metadata=bounds(0))
@@ -79,6 +79,12 @@ class EPTConfig:
     """Short prompt init, as PT: 'vocab', 'labels' (class labels) or 'random'."""
     align: Literal["auto", "start", "end"] = "auto"
     """Offset rows to tokens, as DePT: 'end' counts back from the last source token; 'auto': 'end' on decoders."""
+
+
+def rms(x: torch.Tensor) -> torch.Tensor:
+    """() root mean square of `x`'s entries, floored at 1e-12 so an all-zero B (its init) gives finite logits and
+    gradients (the floor goes before the square root, whose derivative at 0 is infinite)."""
+    return x.pow(2).mean().clamp_min(1e-24).sqrt()
 
 
 def has_gate(cfg: EPTConfig) -> bool:
@@ -144,7 +150,7 @@ class EPT(PromptMethod):
         return self.scaling * (self.lowrank_a @ self.lowrank_b)
 
     def fused_prompt(self) -> torch.Tensor:
-        """(m, d) P_f = P + softmax(P B^T / sqrt(d)) B, or P when fusion is off."""
+        """(m, d) P_f = P + softmax(P B^T / (sqrt(d) rms(P) rms(B))) B, or P when fusion is off."""
         p = self.prompt
         if not self.cfg.fusion:
             return p
@@ -153,8 +159,15 @@ class EPT(PromptMethod):
         # keys and values; scaled dot-product, residual add, no learned W_Q/W_K/W_V (3 d^2 = 1.77M parameters
         # at d=768 would dwarf PT's budget). B = 0 at init gives uniform attention over zero rows: P_f = P.
         # r = 0 -> softmax over an empty axis -> zero contribution.
-        att = torch.softmax(p @ self.lowrank_b.T / math.sqrt(p.shape[1]), dim=-1)  # (m, r)
-        return p + att @ self.lowrank_b
+        # CHOICE (scale): the logits are taken after bringing P and B to unit RMS, i.e. P B^T / (sqrt(d) rms(P)
+        # rms(B)). Plain P B^T / sqrt(d) grows as the square of the embedding scale: on SmolLM2 (RMS 0.136) its
+        # logits stayed within +-0.1 for any B a run reaches (largest weight 0.072 against 0.067 uniform: it only
+        # added the mean of B's rows), on T5 (RMS ~10) it is an argmax. Unit-RMS logits are the same on every
+        # backbone (pipeline.methods.units) and reach +-sqrt(d) for aligned rows (24 at d = 576).
+        b = self.lowrank_b
+        scale = math.sqrt(p.shape[1]) * rms(p) * rms(b)  # () embedding-units^2 x sqrt(d)
+        att = torch.softmax(p @ b.T / scale, dim=-1)  # (m, r); B = 0: logits 0 / eps = 0, uniform over zero rows
+        return p + att @ b
 
     def gate_weights(self, fused: torch.Tensor) -> torch.Tensor:
         """(m, N) combination weights of the spaces per prompt token; every row sums to 1."""

@@ -29,11 +29,10 @@ SCALE = 100.0
 
 
 def _configs():
-    """Every method at a small size; EPT without fusion, the one step that is not scale-equivariant (see below)."""
+    """Every method at a small size (EPT with fusion, its gate and its projection)."""
     small = {"pt": {"num_tokens": 4}, "dept": {"num_tokens": 3, "rank": 2, "max_length": 10},
              "adept": {"num_tokens": 3, "rank": 2, "dropout": 0.0}, "lamp": {"num_tokens": 4, "rank": 2, "pool": 2},
-             "ept": {"num_tokens": 3, "rank": 2, "max_length": 10, "num_spaces": 2, "space_rank": 2,
-                     "fusion": False}}
+             "ept": {"num_tokens": 3, "rank": 2, "max_length": 10, "num_spaces": 2, "space_rank": 2}}
     assert set(small) == set(methods.names())
     return [(name, methods.config_class(name)(**kw)) for name, kw in small.items()]
 
@@ -76,18 +75,25 @@ def test_declared_powers_make_every_method_scale_equivariant(name, cfg, family):
     torch.testing.assert_close(out_scaled, out * SCALE, rtol=1e-4, atol=1e-4 * SCALE)
 
 
-def test_ept_fusion_is_the_one_step_that_is_not_scale_equivariant():
-    """softmax(P B^T / sqrt(d)) sees P and B together: its logits grow as c^2 (documented CHOICE in ept.py)."""
+def test_ept_fusion_attends_alike_on_every_scale_and_is_not_uniform():
+    """The fusion's logits are those of unit-RMS P and B: the same attention on a backbone 100x larger (or 100x
+    smaller: SmolLM2's 0.136 against T5's ~10), and peaked enough to pick rows (plain P B^T / sqrt(d) at RMS 0.136
+    was uniform to 0.005)."""
     info = make_info(D)
-    cfg = EPTConfig(num_tokens=3, rank=2, max_length=10, num_spaces=2, space_rank=2, fusion=True)
+    cfg = EPTConfig(num_tokens=3, rank=4, max_length=10, num_spaces=1, space_rank=0, fusion=True)
     m = methods.build(cfg, info, lambda ids: torch.randn(len(ids), D), seed=0)
     with torch.no_grad():
-        m.lowrank_b.normal_()
-    p_f = m.fused_prompt().detach()
+        m.lowrank_b.copy_(m.prompt[:1].repeat(4, 1) * torch.tensor([[1.0], [-1.0], [0.5], [0.0]]))
+        m.prompt.mul_(0.136 / SCALE)  # a SmolLM2-sized prompt, and B at the same scale
+        m.lowrank_b.mul_(0.136 / SCALE)
+    small = m.fused_prompt().detach() - m.prompt.detach()
     with torch.no_grad():
         m.prompt.mul_(SCALE)
         m.lowrank_b.mul_(SCALE)
-    assert not torch.allclose(m.fused_prompt().detach(), p_f * SCALE, rtol=1e-3)
+    torch.testing.assert_close(m.fused_prompt().detach() - m.prompt.detach(), small * SCALE, rtol=1e-4, atol=1e-9)
+    p, b = m.prompt.detach(), m.lowrank_b.detach()
+    weights = torch.softmax(p @ b.T / (D ** 0.5 * p.pow(2).mean().sqrt() * b.pow(2).mean().sqrt()), -1)
+    assert weights[0].max() > 0.5  # row 0 of P is B's row 0: attention picks it (uniform would be 0.25)
 
 
 @pytest.fixture(scope="module")

@@ -145,7 +145,8 @@ def test_ept_fusion_formula():
         ept.prompt.normal_()
         ept.lowrank_b.normal_()
     p, b = ept.prompt.detach(), ept.lowrank_b.detach()
-    expected = torch.stack([p[i] + sum(torch.softmax(b @ p[i] / math.sqrt(d), 0)[j] * b[j] for j in range(4))
+    unit = math.sqrt(d) * p.pow(2).mean().sqrt() * b.pow(2).mean().sqrt()  # logits of unit-RMS P and B
+    expected = torch.stack([p[i] + sum(torch.softmax(b @ p[i] / unit, 0)[j] * b[j] for j in range(4))
                             for i in range(3)])
     torch.testing.assert_close(ept.fused_prompt().detach(), expected)
     torch.testing.assert_close(ept.joint_prompt().detach(), expected)  # k = 0: no projection
