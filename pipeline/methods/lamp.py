@@ -8,10 +8,12 @@ A prompt P0 in R^{l x d} (PT's init) is decomposed once by truncated SVD; its fa
                                                                      (compressed outer product, see below)
     P* = AvgPool_{kernel=stride=pool}(C) along the length axis in R^{(l/pool) x d};  input [P*; X]
 with X in R^{B x L x d} the embedded input, * the element-wise product, (x) the outer product, and the attention
-mask extended with ones over P*. The second sum is the interaction module: every pair of rank components
+mask extended with ones over P*. The second sum is an optional interaction term (`interactions`, off by default:
+no source describes it, and it mixes components within a token, not prompt tokens): every pair of rank components
 multiplies into a new rank-1 term, so C reaches rank r(r+1)/2 (36 at r=8) from r(r-1)/2 extra weights; the plain
 U diag(q) V^T is rank r whatever is trained, i.e. exactly a truncated SVD, and makes no component interact.
-Trainable parameters: r (l + d + 1) + r(r-1)/2; 6,980 at l=100, r=8, d=768 (PT's 76,800 / 11; the ~7K reported).
+Trainable parameters: r (l + d + 1) (+ r(r-1)/2 with interactions); 6,952 at l=100, r=8, d=768 (PT's 76,800 / 11;
+the ~7K reported), 6,980 with interactions.
 T5: the prompt goes on the encoder input; decoder-only: labels are padded with -100 over it.
 
 Provenance (paper, reference code, choices): docs/methods/lamp.md
@@ -51,8 +53,9 @@ class LAMPConfig:
     """Learning rate of U, q and V (U and V have unit columns on any backbone; q's lr follows the embedding RMS)."""
     init: PromptInit = "vocab"
     """Prompt P0 decomposed at build, as PT: 'vocab', 'labels' (class labels) or 'random'."""
-    interactions: bool = True
-    """Pairwise products of the rank components (the compressed outer product); False: C = U diag(q) V^T only."""
+    interactions: bool = False
+    """Pairwise products of the rank components, a term no source describes (CHOICE, off by default): C = C0 + sum
+    w_ij ...; False (default): C = U diag(q) V^T, the decomposition and compressed product the sources state."""
 
     def __post_init__(self) -> None:
         check_pool(self)  # reject a bad pool at config load, before any trial starts

@@ -52,7 +52,7 @@ def test_ept_auto_rank_is_largest_within_budget(d, m, n, k):
                                  EPTConfig(num_tokens=5, rank=3, max_length=16, num_spaces=3, space_rank=4),
                                  EPTConfig(num_tokens=5, rank=2, num_spaces=1, space_rank=3),
                                  EPTConfig(num_tokens=5, rank=2, num_spaces=3, space_rank=0),
-                                 LAMPConfig(), LAMPConfig(num_tokens=12, rank=5, pool=3)])
+                                 LAMPConfig(), LAMPConfig(num_tokens=12, rank=5, pool=3, interactions=True)])
 @pytest.mark.parametrize("d", [HIDDEN, 768])
 def test_trainable_count_matches_paper_formula(cfg, d):
     info = make_info(d)
@@ -65,17 +65,19 @@ def test_trainable_count_matches_paper_formula(cfg, d):
         assert count_trainable(method) == (cfg.num_tokens * d + r * (cfg.max_length + d)
                                            + cfg.num_spaces * 2 * d * cfg.space_rank + gate)
     else:
-        assert count_trainable(method) == cfg.rank * (cfg.num_tokens + d + 1) + cfg.rank * (cfg.rank - 1) // 2
+        pairs = cfg.rank * (cfg.rank - 1) // 2 if cfg.interactions else 0
+        assert count_trainable(method) == cfg.rank * (cfg.num_tokens + d + 1) + pairs
 
 
 def test_lamp_default_count_and_tokens():
     cfg = LAMPConfig()
-    # T5-Base: r(l + d + 1) factors + r(r-1)/2 interaction weights, the ~7K the paper reports (PT: 76,800)
-    assert LAMP.paper_param_count(cfg, make_info(768, True)) == 6_980 == 8 * (100 + 768 + 1) + 28
-    assert count_trainable(LAMP(cfg, make_info(768, True), None, 0)) == 6_980
-    plain = LAMPConfig(interactions=False)
-    assert count_trainable(LAMP(plain, make_info(768, True), None, 0)) == LAMP.paper_param_count(plain, make_info(
-        768, True)) == 6_952
+    # T5-Base: r(l + d + 1) factors, the ~7K the paper reports (PT: 76,800); interactions add r(r-1)/2 weights
+    assert not cfg.interactions  # off by default: no source describes the pairwise term
+    assert LAMP.paper_param_count(cfg, make_info(768, True)) == 6_952 == 8 * (100 + 768 + 1)
+    assert count_trainable(LAMP(cfg, make_info(768, True), None, 0)) == 6_952
+    paired = LAMPConfig(interactions=True)
+    assert count_trainable(LAMP(paired, make_info(768, True), None, 0)) == LAMP.paper_param_count(paired, make_info(
+        768, True)) == 6_980 == 6_952 + 28
     assert LAMP.num_virtual_tokens(cfg) == 50 and LAMP.num_virtual_tokens(LAMPConfig(pool=4)) == 25
 
 
@@ -207,7 +209,8 @@ def test_lamp_interactions_reach_prompts_no_rank_r_reconstruction_can():
     """With trained interaction weights C has rank r(r+1)/2 > r: outside everything U diag(q) V^T (rank <= r) can
     represent at any U, q, V; with w = 0 (the init) it is exactly the rank-r reconstruction."""
     n, d, r = 12, 16, 3
-    lamp = LAMP(LAMPConfig(num_tokens=n, rank=r, pool=1), make_info(d), lambda ids: torch.randn(len(ids), d), 0)
+    cfg = LAMPConfig(num_tokens=n, rank=r, pool=1, interactions=True)
+    lamp = LAMP(cfg, make_info(d), lambda ids: torch.randn(len(ids), d), 0)
     plain = (lamp.u * lamp.q) @ lamp.v.T
     assert torch.equal(lamp.reconstructed(), plain)  # w starts at zero
     assert torch.linalg.matrix_rank(plain.detach(), rtol=1e-5) == r
@@ -259,7 +262,7 @@ def test_lamp_pooling_averages_consecutive_rows(backbone, pool):
 
 # ------------------------------------------------------------------------------------ training through the model
 @pytest.mark.parametrize("cfg", [EPTConfig(num_tokens=4, rank=3, max_length=6, num_spaces=3, space_rank=2),
-                                 LAMPConfig(num_tokens=8, rank=4, pool=2)])
+                                 LAMPConfig(num_tokens=8, rank=4, pool=2, interactions=True)])
 def test_prompted_model_trains_only_method_params(backbone, cfg):
     model, info = backbone
     method = methods.build(cfg, info, embedding_rows(model), seed=0)
