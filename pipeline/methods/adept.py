@@ -68,6 +68,7 @@ class ADePT(PromptMethod):
     paper = "ADePT, ICLR 2025, arXiv:2501.03291"
     inference_cost = "m extra tokens; d-r-d FFN on every input token"
     no_peft = "its token-shared feed-forward offsets are not a PEFT prompt"
+    parts = ("ffn",)
 
     def __init__(self, cfg: ADePTConfig, info: BackboneInfo, embed_rows: EmbedRows | None, seed: int) -> None:
         super().__init__(cfg, info, embed_rows, seed)
@@ -100,6 +101,13 @@ class ADePT(PromptMethod):
         # the prompt tokens get none. No max length: nothing here depends on position.
         emb = emb + self.offset(emb).to(emb.dtype)
         return prepend_prompt(PromptBatch(emb, batch.attention_mask, batch.labels), self.prompt)
+
+    def zero_part(self, part: str) -> None:
+        if part != "ffn":
+            super().zero_part(part)
+        with torch.no_grad():
+            self.w2.zero_()  # FFN(e) = relu(.) W2 + b2 = 0: the short prompt alone
+            self.b2.zero_()
 
     def param_groups(self) -> list[dict]:
         # rms_power (pipeline.methods.units): relu is positively homogeneous, so FFN(c e) = c FFN(e) exactly when

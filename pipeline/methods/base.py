@@ -259,6 +259,8 @@ class PromptMethod(nn.Module):
     """Citation shown in the methods table."""
     inference_cost: ClassVar[str] = ""
     """What the method adds at inference, in words (methods table)."""
+    parts: ClassVar[tuple[str, ...]] = ()
+    """The method's own parts beyond its prompt (DePT's 'offsets', EPT's 'fusion'...), each removable by `zero_part`."""
     no_peft: ClassVar[str] = "it is not a prompt table prepended to the input"
     """Why the method has no PEFT equivalent, in one clause (methods that map onto PEFT override `peft_prompt`)."""
 
@@ -298,6 +300,11 @@ class PromptMethod(nn.Module):
     def budget_overrides(tokens: int) -> dict | None:
         """Config values that put the method at PT's budget of `tokens` x d parameters (None: no such mode)."""
         return None
+
+    def zero_part(self, part: str) -> None:
+        """Remove own part `part` (one of `parts`) in place, so the method computes what it does without it: the
+        ablation that asks whether the part carries accuracy."""
+        raise ValueError(f"method {self.method_name!r} has no part {part!r}; expected one of {list(self.parts)}")
 
     def peft_prompt(self) -> Tensor:
         """The (n, d) table a PEFT PROMPT_TUNING adapter holds, for methods that are exactly PT."""

@@ -78,6 +78,7 @@ class DePT(PromptMethod):
     paper = "Shi & Lipani, ICLR 2024, arXiv:2309.05173"
     inference_cost = "m extra tokens; A B (s x d) computed once per batch"
     no_peft = "its low-rank offsets of the input embeddings are not a PEFT prompt"
+    parts = ("offsets",)
 
     def __init__(self, cfg: DePTConfig, info: BackboneInfo, embed_rows: EmbedRows | None, seed: int) -> None:
         super().__init__(cfg, info, embed_rows, seed)
@@ -104,6 +105,12 @@ class DePT(PromptMethod):
         # explicitly; pads get offsets under 'start' (masked by attention, as in the code), none under 'end'.
         emb = add_position_offsets(batch, self.offset(), self.align)
         return prepend_prompt(PromptBatch(emb, batch.attention_mask, batch.labels), self.prompt)
+
+    def zero_part(self, part: str) -> None:
+        if part != "offsets":
+            super().zero_part(part)
+        with torch.no_grad():
+            self.lowrank_b.zero_()  # A B = 0: the short prompt alone
 
     def param_groups(self) -> list[dict]:
         # rms_power (pipeline.methods.units): P and B live in embedding space (offsets = A B); A is a unit-free

@@ -23,6 +23,7 @@ Provenance (paper, reference code, choices): docs/methods/ept.md
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -116,6 +117,7 @@ class EPT(PromptMethod):
     paper = "Lan et al., AAAI 2025, arXiv:2405.11464"
     inference_cost = "m extra tokens; offsets + fused prompt once per batch"
     no_peft = "its multi-space projections and prompt fusion are not a PEFT prompt"
+    parts = ("offsets", "fusion", "projection")
 
     def __init__(self, cfg: EPTConfig, info: BackboneInfo, embed_rows: EmbedRows | None, seed: int) -> None:
         super().__init__(cfg, info, embed_rows, seed)
@@ -193,6 +195,17 @@ class EPT(PromptMethod):
         # Offsets exactly as DePT (see pipeline.methods.dept.DePT.forward); T5: only the encoder input is changed.
         emb = add_position_offsets(batch, self.offset(), self.align)
         return prepend_prompt(PromptBatch(emb, batch.attention_mask, batch.labels), self.joint_prompt())
+
+    def zero_part(self, part: str) -> None:
+        if part not in self.parts:
+            super().zero_part(part)
+        with torch.no_grad():
+            if part == "offsets":
+                self.lowrank_a.zero_()  # A B = 0; B still feeds the fusion
+            elif part == "projection":
+                self.proj_up.zero_()  # M(X) = 0
+        if part == "fusion":
+            self.cfg = dataclasses.replace(self.cfg, fusion=False)
 
     def param_groups(self) -> list[dict]:
         # rms_power (pipeline.methods.units): P and B live in embedding space; A and the rank-k maps D_k, U_k are
