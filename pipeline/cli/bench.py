@@ -36,3 +36,18 @@ def bench_trials(config: Path, overrides: Overrides = None,
         typer.echo(bench_trials_command(cfg, out))
     except (ConfigError, ValueError) as e:
         fail(e)
+
+
+@app.command("bench-travel")
+def bench_travel(config: Path, overrides: Overrides = None,
+                 out: Annotated[Path, typer.Option(help="Directory for travel.md and travel.json")] = Path("travel")
+                 ) -> None:
+    """How far each method's own parts move in a short run, in units of the backbone's embedding scale."""
+    from pipeline.bench.study_config import load_study_config
+    from pipeline.bench.travel import travel_command
+    from pipeline.config import ConfigError
+
+    try:
+        typer.echo(travel_command(load_study_config(config, overrides or []), out))
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        fail(e)
