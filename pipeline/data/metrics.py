@@ -167,3 +167,10 @@ def compute_metrics(
         refs = _as_array(references, as_float, "references")
         results[name] = scorer(preds, refs, task)
     return results
+
+
+def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> list[float]:
+    """95% Wilson score interval [lo, hi] of a proportion measured on n examples (sound at 0 or 1, unlike +-2 SE)."""
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * (accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) ** 0.5 / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]

@@ -14,9 +14,10 @@ from pathlib import Path
 import ray
 
 from pipeline.config import ExperimentConfig, absolute_path
+from pipeline.data.metrics import wilson_interval
 from pipeline.records import ROLE_TAG, SUITE_TAG
 from pipeline.suite.config import SuiteConfig, SuiteTask, task_config
-from pipeline.suite.table import FROZEN, Cell, TaskResult, build_table, table_json, to_markdown, wilson_interval
+from pipeline.suite.table import FROZEN, Cell, TaskResult, build_table, table_json, to_markdown
 from pipeline.tune.interrupt import Interrupted
 
 

@@ -76,7 +76,7 @@ def test_suite_config_errors_name_the_task_and_key(tmp_path):
 
 
 def test_wilson_interval_matches_the_closed_form_and_stays_in_bounds():
-    from pipeline.suite.table import wilson_interval
+    from pipeline.data.metrics import wilson_interval
 
     lo, hi = wilson_interval(0.8, 872)  # Wilson (1927) at z=1.96: [0.7722, 0.8253]
     assert lo == pytest.approx(0.7722, abs=1e-4) and hi == pytest.approx(0.8253, abs=1e-4)
