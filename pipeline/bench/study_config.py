@@ -57,6 +57,8 @@ def load_study_config(path: str | Path | None, overrides: list[str] | None = Non
     dup = [n for n in names if names.count(n) > 1]
     if dup:
         raise ConfigError(f"arms: name {dup[0]!r} appears twice; expected unique arm names (they are table rows)")
+    if cfg.report_file is not None and not Path(cfg.report_file).is_file():
+        raise ConfigError(f"report_file={cfg.report_file!r} does not exist; expected the report split's data file")
     for b in cfg.baselines:
         if b not in names:
             raise ConfigError(f"baselines: {b!r} is not an arm; expected one of {names}")

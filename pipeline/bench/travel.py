@@ -3,7 +3,9 @@
 For every arm (a method section at candidate lrs) it trains `steps` steps with the trial's engine
 (pipeline.bench.arms) and, every `probe_every` steps, rewrites a fixed batch of training rows twice: with the
 method whole and with one own part zeroed (`PromptMethod.zero_part`). The part's contribution is
-    RMS(full - without part) over the real positions (prompt + tokens) / embedding RMS
+    RMS(full - without part) over every real position of the rewritten batch (prompt + tokens) / embedding RMS
+(a part that acts on the ~25 input tokens of an SST-2 row beside a 60-token prompt reads about sqrt(85/25) = 1.8x
+lower than its RMS where it acts)
 and the prompt's travel is RMS(prepended prompt - its init) / embedding RMS. Adam moves a coordinate by about lr
 a step, so a part whose direction holds travels in proportion to the steps: `x(300/steps)` extrapolates a probe
 to a 300-step run with the same schedule (an upper estimate when the direction turns). A part that stays under a

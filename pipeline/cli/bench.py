@@ -51,3 +51,19 @@ def bench_travel(config: Path, overrides: Overrides = None,
         typer.echo(travel_command(load_study_config(config, overrides or []), out))
     except (ConfigError, FileNotFoundError, ValueError) as e:
         fail(e)
+
+
+@app.command("bench-ablation")
+def bench_ablation(config: Path, overrides: Overrides = None,
+                   out: Annotated[Path, typer.Option(help="Directory for ablation.md and ablation.json (a run "
+                                                          "started again there skips the arms it holds)")]
+                   = Path("ablation")) -> None:
+    """The paired ablation: arms scored on the same rows (McNemar), own parts zeroed, accuracy by length, cost."""
+    from pipeline.bench.ablation_report import ablation_command
+    from pipeline.bench.study_config import load_study_config
+    from pipeline.config import ConfigError
+
+    try:
+        typer.echo(ablation_command(load_study_config(config, overrides or []), out))
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        fail(e)
