@@ -229,9 +229,10 @@ def add_position_offsets(batch: PromptBatch, table: Tensor, align: str) -> Tenso
 
     'start': row i goes to input position i (i < s), as the reference's right-padded encoder inputs.
     'end': rows are counted back from the last source token, which always gets row s-1 (the reference's decoder
-    path left-pads "<source> Label : " to s tokens, so the tokens next to the label always get the same rows);
-    a source longer than s loses offsets on its first tokens, and label tokens get none (CHOICE: in the
-    reference they are generated past the s padded positions at test time)."""
+    path at test time left-pads "<source> Label : " to s tokens, so the tokens next to the label always get the
+    same rows); a source longer than s loses offsets on its first tokens, and label tokens get none. CHOICE: the
+    reference trains on "<source> Label : <target><pad>" left-padded to s, so its training offsets also cover the
+    label tokens and the source's rows shift by the label's length; here training uses the test-time rows."""
     emb = batch.inputs_embeds
     table = table.to(emb.dtype)
     if align == "start":

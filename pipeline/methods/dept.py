@@ -6,8 +6,13 @@ DePT starts as PT). For embedded inputs E in R^{B x L x d}, each input token i g
     E'[:, i] = E[:, i] + alpha/sqrt(r) (A B)[row(i)]   (scale 0 when r = 0)
     row(i) = i (align 'start', i < s)   or   s - S + i (align 'end', S = the row's source length, 0 <= row < s)
     input [P; E'] in R^{B x (m+L) x d}, attention mask extended with ones over the prompt.
-'end' is the reference decoder path (train.py decoder_preprocess_function left-pads "<source> Label : " to
-max_seq_length = s, so the token before the label always gets row s-1); 'start' its T5 path (right padding).
+'end' follows the reference decoder path at test time; 'start' its T5 path (right padding). The reference's
+decoder training layout differs: train.py decoder_preprocess_function appends the target and a pad to
+"<source> Label : " and left-pads that whole sequence to max_seq_length = s, and all s rows of A B are added, so
+in training its offsets also cover the label tokens and the pad (row s-1 sits on the pad after the label, and the
+source's rows shift with the label's length), while at test time the label is generated past the s positions.
+promptfarm uses the test-time layout in training too: the last source token always gets row s-1 and label
+tokens get no offset, so a row means the same position in training and prediction (CHOICE).
 Two learning rates: one for P, one for (A, B). Trainable parameters: m d + r (s + d); rank=None takes the
 equal-budget r = floor((l - m) d / (s + d)) against PT of length l (m=60, r=30 at l=100, d=768, s=256: exactly
 76,800 = 100 d). T5: only the encoder input changes; decoder-only: labels are padded with -100 over the prompt.
