@@ -11,6 +11,7 @@ never stopped.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -223,6 +224,8 @@ def _setup_worker(cfg: ExperimentConfig, ctx: LoopContext, rank: int, records_pl
     import deepspeed.utils
 
     deepspeed.utils.logger.setLevel("WARNING")  # its per-step INFO lines would bury the progress lines
+    for name in ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # "Checkpoint successfully created at" per report
     if rank == 0 and ctx.trial_key and records_placement:
         record_current(ctx.trial_key)
 

@@ -11,6 +11,7 @@ child run with its outcome (completed, pruned, failed + reason). After the searc
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 
@@ -139,6 +140,9 @@ def _tuner(cfg: ExperimentConfig, run: _SearchRun, resuming: bool, extra: list):
     from pipeline.tune.storage import took_store_fault
 
     driver = make_driver(cfg.to_dict(), run.ref)
+    # CheckpointConfig(num_to_keep) forces a state snapshot per checkpoint, by design here; Tune would warn about it
+    # every few seconds of a fast search
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     trainable = tune.with_resources(driver, trial_resources(cfg))
     path = f"{cfg.storage_path.rstrip('/')}/{run.ref.search_id}"  # a URI (s3://...) or a mounted path
     if resuming:
@@ -159,7 +163,8 @@ def _tuner(cfg: ExperimentConfig, run: _SearchRun, resuming: bool, extra: list):
             reuse_actors=trial_in_process(cfg)),
         run_config=tune.RunConfig(
             name=run.ref.search_id, storage_path=cfg.storage_path,
-            callbacks=[status_cb, ProgressLine(run.ref.metric, run.ref.mode, cfg.train.max_steps), *extra], verbose=1,
+            # verbose=0: promptfarm's own lines (ProgressLine, the summary) say what Tune's status tables did
+            callbacks=[status_cb, ProgressLine(run.ref.metric, run.ref.mode, cfg.train.max_steps), *extra], verbose=0,
             # Retries: Tune's for in-process trials (from the trial's last checkpoint), Ray Train's for worker groups
             failure_config=tune.FailureConfig(max_failures=cfg.train.max_failures if trial_in_process(cfg) else 0),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=run.ref.metric,
