@@ -72,10 +72,11 @@ class EPTConfig:
     Figure 2); 'chained': the projection reads the fused prompt."""
     lr: float = field(default=0.3, metadata=bounds(0.0, lo_open=True, units="embedding"))
     """Learning rate of the short prompt P (DePT's 3e-1)."""
-    lr_lowrank: float = field(default=1e-4, metadata=bounds(0.0, lo_open=True, units="embedding"))
-    """Learning rate of A and B (DePT's 1e-4 .. 5e-3 grid)."""
-    lr_proj: float = field(default=1e-4, metadata=bounds(0.0, lo_open=True, units="embedding"))
-    """Learning rate of the projections D_k, U_k and the gate W_g."""
+    lr_lowrank: float = field(default=3e-2, metadata=bounds(0.0, lo_open=True, units="embedding"))
+    """Learning rate of A and B, as DePT's (measured by the travel probe)."""
+    lr_proj: float = field(default=1e-3, metadata=bounds(0.0, lo_open=True, units="embedding"))
+    """Learning rate of the projections D_k, U_k and the gate W_g, measured: 3e-3 moves the projection ~60% of the
+    embedding RMS over 300 steps, 3e-2 over 100% within 30 steps (the travel probe)."""
     init: PromptInit = "vocab"
     """Short prompt init, as PT: 'vocab', 'labels' (class labels) or 'random'."""
     align: Literal["auto", "start", "end"] = "auto"
@@ -223,12 +224,13 @@ class EPT(PromptMethod):
 
     @staticmethod
     def search_space() -> dict:
-        # CHOICE (EPT's grids are unknown): DePT's released grids for P and (A, B), plus the projection lr on
-        # the same grid and N in {2, 4} (rank=None re-derives r for each N: 22 and 15 at d=768).
+        # CHOICE (EPT's grids are unknown): DePT's released prompt-lr grid and DePT's probe-measured (A, B) lrs,
+        # the projection lrs the travel probe puts at 10-60% of the embedding scale, and N in {2, 4} (rank=None
+        # re-derives r for each N: 22 and 15 at d=768).
         return {
             "method.lr": Choice((0.3, 0.4)),
-            "method.lr_lowrank": Choice((1e-4, 5e-4, 1e-3, 5e-3)),
-            "method.lr_proj": Choice((1e-4, 5e-4, 1e-3, 5e-3)),
+            "method.lr_lowrank": Choice((1e-2, 2e-2, 3e-2)),
+            "method.lr_proj": Choice((3e-4, 1e-3, 3e-3)),
             "method.num_spaces": Choice((2, 4)),
         }
 

@@ -36,7 +36,7 @@ def test_values_are_read_from_the_code():
 def test_cli_prints_a_section_and_refuses_an_unknown_one_in_one_line():
     out = CliRunner().invoke(app, ["config", "dept"])
     assert out.exit_code == 0
-    assert "method.lr_lowrank: float = 0.0001" in out.output and "(method.name: dept)" in out.output
+    assert "method.lr_lowrank: float = 0.03" in out.output and "(method.name: dept)" in out.output
     assert "\ntrain." not in out.output and not out.output.startswith("train.")  # no field of another section
     bad = CliRunner().invoke(app, ["config", "trian"])
     assert bad.exit_code == 2
