@@ -2,10 +2,10 @@
 row by row (McNemar's test), each method's own part zeroed after training (does it carry accuracy?), accuracy by
 input length, and what a step costs with the prompt run once per batch against once per row.
 
-    promptfarm bench-ablation jobs/configs/ablation-smollm2.yaml --out docs/results/ablation
+    promptfarm bench-ablation jobs/configs/study-ablation-smollm2.yaml --out docs/results/ablation
 
 Results are written after every arm (ablation.json); a run started again with the same --out skips the arms
-(and seeds) it already holds, so a killed run loses at most the arm in flight.
+(and seeds) it already holds, so a killed run loses at most the arm in flight, and measures the step costs again.
 """
 
 from __future__ import annotations
@@ -102,12 +102,18 @@ def run_ablation(scfg: StudyConfig, out: Path) -> dict:
                    "train_step_s": statistics.median(trained.step_s),
                    "correct": correct_rows(study, trained.method, rows, bs),
                    "zeroed": {p: correct_rows(study, without(trained.method, p), rows, bs) for p in arm.zero}}
-            if seed == scfg.seeds[0]:
-                rec["cost"] = {mode: step_cost(study, trained.method, cfg.train.batch_size, scfg.timing_steps,
-                                               mode == "batch") for mode in ("batch", "row")}
             done[str(seed)] = rec
             path.write_text(json.dumps(state))  # after every arm: a killed run resumes from here
             acc = 100 * sum(rec["correct"]) / len(rows)
             print(f"[promptfarm] ablation {arm.name} seed {seed}: {acc:.1f}% on {len(rows)} rows, "
                   f"{rec['train_s']:.0f} s", flush=True)
+    # A step costs the same at any parameter values, so the cost is measured on fresh methods, on every call (a run
+    # started again re-measures it alone, in a quiet moment, without training anything)
+    state["cost"] = {}
+    for arm in scfg.arms:
+        cfg = arm_config(scfg, arm)
+        method = study.build(cfg.method, scfg.seeds[0])
+        state["cost"][arm.name] = {mode: step_cost(study, method, cfg.train.batch_size, scfg.timing_steps,
+                                                   mode == "batch") for mode in ("batch", "row")}
+    path.write_text(json.dumps(state))
     return state

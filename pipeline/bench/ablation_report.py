@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 
-from pipeline.bench.ablation import FROZEN, by_length, length_bins, mcnemar
+from pipeline.bench.ablation import by_length, length_bins, mcnemar
 from pipeline.data.metrics import wilson_interval
 
 
@@ -63,11 +63,9 @@ def cost_table(state: dict) -> str:
     head = ["arm", "train step s (median)", "fwd+bwd s, prompt once per batch", "once per row", "row / batch",
             "peak MiB per batch", "per row"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, runs in state["arms"].items():
-        rec = _first(runs)
-        if name == FROZEN or "cost" not in rec:
-            continue
-        b, r = rec["cost"]["batch"], rec["cost"]["row"]
+    for name, cost in state.get("cost", {}).items():
+        rec = _first(state["arms"][name])
+        b, r = cost["batch"], cost["row"]
         lines.append(f"| {name} | {rec['train_step_s']:.2f} | {b['step_s']:.2f} | {r['step_s']:.2f} | "
                      f"{r['step_s'] / b['step_s']:.2f} | {b['peak_mib']:.0f} | {r['peak_mib']:.0f} |")
     return "\n".join(lines) + "\n"

@@ -11,7 +11,7 @@ a step, so a part whose direction holds travels in proportion to the steps: `x(3
 to a 300-step run with the same schedule (an upper estimate when the direction turns). A part that stays under a
 percent of the scale is inert: the method is its short prompt.
 
-    promptfarm bench-travel jobs/configs/travel-smollm2.yaml --out docs/results/travel
+    promptfarm bench-travel jobs/configs/study-travel-smollm2.yaml --out docs/results/travel
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def test_ablation_pairs_arms_zeroes_parts_and_resumes(tiny_dirs, tmp_path, gloo_
     state = json.loads((out / "ablation.json").read_text())
     assert state["arms"]["pt-4"] == first["arms"]["pt-4"]
     dept = state["arms"]["dept"]["0"]
-    assert len(dept["zeroed"]["offsets"]) == n and set(dept["cost"]) == {"batch", "row"}
+    assert len(dept["zeroed"]["offsets"]) == n and set(state["cost"]["dept"]) == {"batch", "row"}
     assert "| dept |" in text and "offsets:" in text and "vs pt-4" in text and (out / "ablation.md").exists()
 
 

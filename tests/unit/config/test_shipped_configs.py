@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.bench.config import load_bench_config
+from pipeline.bench.study_config import load_study_config
 from pipeline.config import load_config
 from pipeline.suite.config import load_suite_config
 from tests.conftest import ROOT
@@ -19,6 +20,8 @@ def test_shipped_config_loads(path):
         assert load_bench_config(path).backbone.name_or_path
     elif path.name.startswith("suite-"):  # every task's experiment is built and validated too
         assert load_suite_config(path).tasks
+    elif path.name.startswith("study-"):  # every arm's experiment and zeroed part too
+        assert load_study_config(path).arms
     else:
         cfg = load_config(path)
         assert cfg.name and cfg.train.max_steps >= cfg.train.eval_every
