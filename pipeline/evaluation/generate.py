@@ -1,12 +1,12 @@
 """Greedy decoding through a PromptedModel, stopping at EOS and/or a newline (generation and regression tasks).
 
 Decoder-only backbones run the prompted input once and then one token per step over its cached keys/values (the
-prompt itself once per batch when every row shares it, `pipeline.model.prompted.shared_prefix_forward`). The method
-still sees each row's whole sequence at every step, generated tokens marked as labels, so a method that places offsets
-relative to the end of the source (DePT/EPT align='end') keeps them on the source tokens as in training; the step's
-new token takes the embedding the method gives it there. Should a method's output for earlier positions change as
-tokens are appended (it would then not be causal), decoding falls back to running the whole sequence every step:
-slower, never different. T5 re-runs its encoder-decoder each step.
+prompt itself once per batch when the method declares it shared, `pipeline.model.prompted.shared_prefix_forward`).
+The method still sees each row's whole sequence at every step, generated tokens marked as labels, so a method that
+places offsets relative to the end of the source (DePT/EPT align='end') keeps them on the source tokens as in
+training; the step's new token takes the embedding the method gives it there. Should a method's output for earlier
+positions change as tokens are appended (it would then not be causal), decoding falls back to running the whole
+sequence every step: slower, never different. T5 re-runs its encoder-decoder each step.
 
 Under ZeRO-3 every rank runs the same number of steps: decoding ends early only when every row of every rank has
 stopped (one all-reduce per step).
@@ -134,7 +134,7 @@ def _cached(model, ids, mask, steps: int, stops: _Stops, pad_id: int) -> list[li
     prefix, prefix_mask = first.inputs_embeds[:, : n + s_max].clone(), first.attention_mask[:, : n + s_max].clone()
     last = n + lengths - 1  # (B,) each row's last source position
     keep, where = torch.unique(last, return_inverse=True)
-    if shared_prefix_len(prefix, prefix_mask, n):
+    if shared_prefix_len(model.method, prefix, prefix_mask, n):
         out = shared_prefix_forward(model.backbone, prefix, prefix_mask, n, keep)
     else:
         out = model.backbone(inputs_embeds=prefix, attention_mask=prefix_mask, use_cache=True, logits_to_keep=keep)

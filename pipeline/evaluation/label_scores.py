@@ -6,9 +6,10 @@ backbones the cached scorer is exact at about one forward per example instead of
 The plain scorer runs every (source, label word) pair as its own sequence: C full forwards per example. Here the
 prompted source is run once with `use_cache=True`, the first label token of every word is read from its last
 position, and the remaining label tokens of all C words run together as short continuations over the cached
-keys/values (repeated C times along the batch). When every example carries the same prompt (every method here),
-the prompt itself runs once for the batch (`pipeline.model.prompted.shared_prefix_forward`). Attention over
-[prompt; source] is the same computation in all three, so the scores equal the plain scorer's up to float rounding.
+keys/values (repeated C times along the batch). When the method declares its prompt shared by every row
+(`PromptMethod.shares_prompt`, every method here), the prompt itself runs once for the batch
+(`pipeline.model.prompted.shared_prefix_forward`). Attention over [prompt; source] is the same computation in all
+three, so the scores equal the plain scorer's up to float rounding.
 
 The method still sees whole (source, word) rows, so position- or token-dependent offsets (DePT, ADePT, EPT) are
 applied to the label tokens exactly as in training; the method is cheap next to the backbone (embeddings only).
@@ -78,7 +79,7 @@ def cached_label_scores(model, encoder: Encoder, sources: list[str], words, devi
     last = n + src_len - 1  # (B,)
     keep, where = torch.unique(last, return_inverse=True)
     kw = {"logits_to_keep": keep} if model.label_logits_only else {}  # decoder supports logits_to_keep
-    if kw and shared_prefix_len(prefix[:, 0], prefix_mask, n):  # the prompt runs once for all B examples
+    if kw and shared_prefix_len(model.method, prefix[:, 0], prefix_mask, n):  # the prompt runs once for all B examples
         out = shared_prefix_forward(model.backbone, prefix[:, 0], prefix_mask, n, keep)
     else:
         out = model.backbone(inputs_embeds=prefix[:, 0], attention_mask=prefix_mask, use_cache=True, **kw)

@@ -68,6 +68,7 @@ class ADePT(PromptMethod):
 
     paper = "ADePT, ICLR 2025, arXiv:2501.03291"
     inference_cost = "m extra tokens; d-r-d FFN on every input token"
+    shares_prompt = True  # forward prepends the one (m, d) prompt, expanded over the batch (the FFN offsets inputs)
     no_peft = "its token-shared feed-forward offsets are not a PEFT prompt"
     parts = ("ffn",)
 

@@ -264,6 +264,8 @@ class PromptMethod(nn.Module):
     """The method's own parts beyond its prompt (DePT's 'offsets', EPT's 'fusion'...), each removable by `zero_part`."""
     no_peft: ClassVar[str] = "it is not a prompt table prepended to the input"
     """Why the method has no PEFT equivalent, in one clause (methods that map onto PEFT override `peft_prompt`)."""
+    shares_prompt: ClassVar[bool] = False
+    """True when `forward` prepends one (n, d) tensor to every row: the backbone then runs the prompt once a batch."""
 
     def __init__(self, cfg: Any, info: BackboneInfo, embed_rows: EmbedRows | None, seed: int) -> None:
         """`cfg`: the method's config dataclass; `info`: the backbone; `embed_rows`: reads rows of its input

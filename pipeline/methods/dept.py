@@ -83,6 +83,7 @@ class DePT(PromptMethod):
 
     paper = "Shi & Lipani, ICLR 2024, arXiv:2309.05173"
     inference_cost = "m extra tokens; A B (s x d) computed once per batch"
+    shares_prompt = True  # forward prepends the one (m, d) prompt, expanded over the batch (offsets go on the inputs)
     no_peft = "its low-rank offsets of the input embeddings are not a PEFT prompt"
     parts = ("offsets",)
 

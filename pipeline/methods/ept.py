@@ -117,6 +117,7 @@ class EPT(PromptMethod):
 
     paper = "Lan et al., AAAI 2025, arXiv:2405.11464"
     inference_cost = "m extra tokens; offsets + fused prompt once per batch"
+    shares_prompt = True  # forward prepends the one (m, d) joint prompt, expanded over the batch (inputs get offsets)
     no_peft = "its multi-space projections and prompt fusion are not a PEFT prompt"
     parts = ("offsets", "fusion", "projection")
 

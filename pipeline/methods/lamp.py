@@ -75,6 +75,7 @@ class LAMP(PromptMethod):
 
     paper = "Lan, Xu et al., NAACL 2025, arXiv:2502.12200"
     inference_cost = "l/pool extra tokens; U diag(q) V^T once per batch"
+    shares_prompt = True  # forward prepends the one (l/pool, d) pooled prompt, expanded over the batch
     no_peft = "its compressed outer-product prompt is not a PEFT prompt table"
 
     def __init__(self, cfg: LAMPConfig, info: BackboneInfo, embed_rows: EmbedRows | None, seed: int) -> None:

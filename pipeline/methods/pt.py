@@ -48,6 +48,7 @@ class PromptTuning(PromptMethod):
 
     paper = "Lester et al. 2021, arXiv:2104.08691"
     inference_cost = "n extra tokens per sequence"
+    shares_prompt = True  # forward prepends the one (n, d) table, expanded over the batch
 
     def __init__(self, cfg: PTConfig, info: BackboneInfo, embed_rows: EmbedRows | None, seed: int) -> None:
         super().__init__(cfg, info, embed_rows, seed)

@@ -42,9 +42,9 @@ class PromptedModel(nn.Module):
         """Training loss with the LM head run only where some row's next token is a label (the same mean token
         cross-entropy as the backbone's own loss). A classification batch has ~2 label tokens per row among ~100-200
         prompt + input positions, and the head over a 49K vocabulary was ~20% of a SmolLM2-135M step. The prompt
-        the method prepended runs once for the whole batch when every row shares it (`shared_prefix_forward`)."""
+        the method prepended runs once for the whole batch when the method declares it shared (`shared_prefix_len`)."""
         target, keep = label_positions(batch.labels)
-        n = shared_prefix_len(batch.inputs_embeds, batch.attention_mask, prepended)
+        n = shared_prefix_len(self.method, batch.inputs_embeds, batch.attention_mask, prepended)
         if n:
             out = shared_prefix_forward(self.backbone, batch.inputs_embeds, batch.attention_mask, n, keep)
         else:
@@ -61,21 +61,29 @@ def label_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return target, (target != -100).any(0).nonzero().squeeze(1)
 
 
-def shared_prefix_len(embeds: torch.Tensor, mask: torch.Tensor, n: int) -> int:
-    """`n` when the first n positions of `embeds` (B, L, d) are the same in every row and unmasked in `mask` (B, L),
-    else 0. Every method here prepends one (n, d) prompt to all rows; a method that made it row-dependent gets 0
-    (the full forward), never a wrong shared one."""
-    if n <= 0 or embeds.shape[0] < 2 or not bool(mask[:, :n].all()):
+def shared_prefix_len(method: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, n: int) -> int:
+    """`n` when `method` declares that the n positions it prepended to `embeds` (B, n+L, d) are one prompt tensor
+    shared by every row (`PromptMethod.shares_prompt`), else 0 (the full forward). `mask`: (B, n+L).
+
+    Declared, not read off the values: `shared_prefix_forward` takes the prompt's gradient through row 0 only, which
+    is the whole gradient when every row holds the same tensor (expanded), but not when rows equal in value come from
+    different parameters (a bank of tables with one init, a gate that starts at zero). The values are still checked:
+    a method that declares sharing but gives rows different prompts raises rather than training on row 0's."""
+    if n <= 0 or embeds.shape[0] < 2 or not getattr(method, "shares_prompt", False):
         return 0
     head = embeds[:, :n].detach()
-    return n if torch.equal(head, head[:1].expand_as(head)) else 0
+    if not (bool(mask[:, :n].all()) and torch.equal(head, head[:1].expand_as(head))):
+        raise RuntimeError(f"{type(method).__name__} declares shares_prompt=True, but the rows of its prompt differ "
+                           f"(values or attention mask over the first {n} positions); a per-row prompt must leave "
+                           "shares_prompt False (the full forward)")
+    return n
 
 
 def shared_prefix_forward(backbone, embeds: torch.Tensor, mask: torch.Tensor, n: int, keep: torch.Tensor):
     """`backbone(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=keep)` for a decoder whose first n
-    positions are the same in every row (`shared_prefix_len`): those run once (batch 1) and their keys/values are
-    repeated over the batch as the cache the other positions attend to. `keep`: (K,) ascending positions whose
-    logits are returned, (B, K, V); the output's cache covers all n + L positions.
+    positions are one prompt shared by every row (`shared_prefix_len`): those run once (batch 1) and their
+    keys/values are repeated over the batch as the cache the other positions attend to. `keep`: (K,) ascending
+    positions whose logits are returned, (B, K, V); the output's cache covers all n + L positions.
 
     Causal attention makes a prefix's hidden states independent of what follows it, so this is the same math with
     n * (B - 1) fewer token positions through the backbone: a 100-token prompt over B=8 SST-2 rows of ~25 tokens

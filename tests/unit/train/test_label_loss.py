@@ -70,12 +70,12 @@ def test_label_position_loss_with_a_shared_prompt_equals_full_loss_and_gradient(
 
 
 def test_a_row_dependent_prompt_runs_every_row_in_full(backbones, monkeypatch):
-    """A method whose prompt differs per row cannot share it: the loss is the full-sequence one, never a wrong one."""
+    """A method whose prompt differs per row cannot share it: left undeclared, the loss is the full-sequence one;
+    declared shared (PT's class declaration), the forward raises instead of training on row 0's prompt."""
     model, tok, info = backbones["llama"]
     batch = collate(Encoder(tok, False, Encoding(64, 8, "")).examples(get_task("rte"), ROWS), tok.pad_token_id)
     method = _perturbed("pt", info, model)
     base = method.forward
-
     n = method.num_virtual_tokens(method.cfg)
 
     def per_row(b):  # adds each row's mean input embedding to its prompt
@@ -86,8 +86,10 @@ def test_a_row_dependent_prompt_runs_every_row_in_full(backbones, monkeypatch):
 
     monkeypatch.setattr(method, "forward", per_row)
     prompted = PromptedModel(model, method, False).train()
+    with pytest.raises(RuntimeError, match="PromptTuning declares shares_prompt=True, but the rows of its prompt"):
+        prompted(**batch)
+    monkeypatch.setattr(method, "shares_prompt", False)
     bsz, length = batch["input_ids"].shape
-    n = method.num_virtual_tokens(method.cfg)
     with positions_through(model) as seen:
         fast, fast_grads = _loss_and_grads(prompted, batch)
     assert seen[0] == bsz * (n + length)

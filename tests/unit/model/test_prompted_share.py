@@ -1,0 +1,90 @@
+"""The shared-prompt fast path of PromptedModel's training loss: taken only for a method that declares its prompt one
+tensor shared by every row (`PromptMethod.shares_prompt`), and then with the same loss and gradients as the full
+forward. Tiny random LLaMA (conftest's `backbones`), CPU, float32."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from torch import nn
+
+from pipeline.data.builtin import get_task
+from pipeline.data.encode import Encoder, Encoding, collate
+from pipeline.methods.base import PromptBatch, PromptMethod, prepend_prompt
+from pipeline.model.prompted import PromptedModel
+
+ROWS = [{"sentence1": "A cat sat on the mat.", "sentence2": "An animal sat.", "label": 0},
+        {"sentence1": "It rained all day long in the city.", "sentence2": "It was dry.", "label": 1},
+        {"sentence1": "Short.", "sentence2": "Tiny.", "label": 1}]  # rows of different lengths
+
+
+class TwoTables(PromptMethod):
+    """Test-only prompt bank: row i gets table i % 2 (two (n, d) parameters), so rows equal in value can still be
+    different parameters. Declares nothing: the safe full forward."""
+
+    def __init__(self, first: torch.Tensor, second: torch.Tensor) -> None:
+        super().__init__(None, None, None, 0)
+        self.first, self.second = nn.Parameter(first.clone()), nn.Parameter(second.clone())
+
+    def forward(self, batch: PromptBatch) -> PromptBatch:
+        tables = (self.first, self.second)
+        return prepend_prompt(batch, torch.stack([tables[i % 2] for i in range(batch.inputs_embeds.shape[0])]))
+
+
+class DeclaredTwoTables(TwoTables):
+    """The same bank wrongly declaring one shared prompt."""
+
+    shares_prompt = True
+
+
+def _batch(tok, rows):
+    return collate(Encoder(tok, False, Encoding(64, 8, "")).examples(get_task("rte"), rows), tok.pad_token_id)
+
+
+def _loss_and_grads(prompted, batch):
+    prompted.method.zero_grad()
+    out = prompted(**batch)
+    out.loss.backward()
+    return out.loss.detach(), [p.grad.clone() for p in prompted.method.parameters()]
+
+
+@contextlib.contextmanager
+def backbone_calls(model):
+    """Counts calls of the backbone's forward (a list holding one total): 1 = full forward, 2 = prefix + rest."""
+    calls = [0]
+    hook = model.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    try:
+        yield calls
+    finally:
+        hook.remove()
+
+
+def test_an_undeclared_bank_of_equal_tables_gets_the_full_forward_gradient(backbones):
+    """Two tables equal in value, used by alternating rows: the values cannot tell them apart, so only the declaration
+    decides; undeclared, both tables get the full forward's gradients (the second one non-zero)."""
+    model, tok, info = backbones["llama"]
+    batch = _batch(tok, ROWS)
+    init = 0.1 * torch.randn(4, info.hidden_size, generator=torch.Generator().manual_seed(0))
+    prompted = PromptedModel(model, TwoTables(init, init), False).train()
+    assert prompted.label_logits_only
+    with backbone_calls(model) as calls:
+        loss, grads = _loss_and_grads(prompted, batch)
+    assert calls[0] == 1  # the full forward, every row's prompt its own
+    prompted.label_logits_only = False  # the backbone's own loss over every position
+    ref_loss, ref_grads = _loss_and_grads(prompted, batch)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    for g, ref in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, ref, rtol=1e-4, atol=1e-7)
+    assert ref_grads[1].abs().max() > 0  # table 2 (row 1) learns too
+
+
+def test_a_declared_prompt_whose_rows_differ_raises(backbones):
+    """A method that declares sharing but gives rows different prompts is refused, naming the method."""
+    model, tok, info = backbones["llama"]
+    gen = torch.Generator().manual_seed(0)
+    tables = [0.1 * torch.randn(4, info.hidden_size, generator=gen) for _ in range(2)]
+    prompted = PromptedModel(model, DeclaredTwoTables(*tables), False).train()
+    with pytest.raises(RuntimeError, match="DeclaredTwoTables declares shares_prompt=True, but the rows of its"):
+        prompted(**_batch(tok, ROWS))
