@@ -68,8 +68,11 @@ def shared_prefix_len(method: nn.Module, embeds: torch.Tensor, mask: torch.Tenso
     Declared, not read off the values: `shared_prefix_forward` takes the prompt's gradient through row 0 only, which
     is the whole gradient when every row holds the same tensor (expanded), but not when rows equal in value come from
     different parameters (a bank of tables with one init, a gate that starts at zero). The values are still checked:
-    a method that declares sharing but gives rows different prompts raises rather than training on row 0's."""
-    if n <= 0 or embeds.shape[0] < 2 or not getattr(method, "shares_prompt", False):
+    a method that declares sharing but gives rows different prompts raises rather than training on row 0's.
+
+    A one-row batch shares too (nothing saved): under ZeRO-3 every backbone call gathers each layer's shards with the
+    other ranks, so a rank whose last batch has one row must make the same two calls as a rank with eight."""
+    if n <= 0 or not getattr(method, "shares_prompt", False):
         return 0
     head = embeds[:, :n].detach()
     if not (bool(mask[:, :n].all()) and torch.equal(head, head[:1].expand_as(head))):
@@ -87,8 +90,8 @@ def shared_prefix_forward(backbone, embeds: torch.Tensor, mask: torch.Tensor, n:
 
     Causal attention makes a prefix's hidden states independent of what follows it, so this is the same math with
     n * (B - 1) fewer token positions through the backbone: a 100-token prompt over B=8 SST-2 rows of ~25 tokens
-    runs 300 positions instead of 1000. The prompt's gradient is the same sum over rows, taken through the
-    repeat."""
+    runs 300 positions instead of 1000 (at B=1 the same positions, in two calls). The prompt's gradient is the same
+    sum over rows, taken through the repeat."""
     bsz = embeds.shape[0]
     head, tail = keep[keep < n], keep[keep >= n] - n  # logits wanted inside the prefix (the same in every row)
     prefix = backbone(inputs_embeds=embeds[:1, :n], use_cache=True, logits_to_keep=head if head.numel() else 1)

@@ -10,9 +10,11 @@ import pytest
 import torch
 from torch import nn
 
+from pipeline import methods
 from pipeline.data.builtin import get_task
 from pipeline.data.encode import Encoder, Encoding, collate
 from pipeline.methods.base import PromptBatch, PromptMethod, prepend_prompt
+from pipeline.model.backbone import embedding_rows
 from pipeline.model.prompted import PromptedModel
 
 ROWS = [{"sentence1": "A cat sat on the mat.", "sentence2": "An animal sat.", "label": 0},
@@ -88,3 +90,41 @@ def test_a_declared_prompt_whose_rows_differ_raises(backbones):
     prompted = PromptedModel(model, DeclaredTwoTables(*tables), False).train()
     with pytest.raises(RuntimeError, match="DeclaredTwoTables declares shares_prompt=True, but the rows of its"):
         prompted(**_batch(tok, ROWS))
+
+
+def _pt(info, model):
+    """PT with 4 perturbed tokens (declares a shared prompt)."""
+    method = methods.build(methods.config_class("pt")(num_tokens=4), info, embedding_rows(model), seed=0)
+    with torch.no_grad():
+        method.prompt.add_(0.05 * torch.randn(method.prompt.shape, generator=torch.Generator().manual_seed(1)))
+    return method
+
+
+def test_a_one_row_batch_shares_the_prompt_with_the_full_forward_loss_and_gradient(backbones):
+    """Batch 1 goes through prefix + cache too (2 backbone calls), with the full forward's loss and gradient."""
+    model, tok, info = backbones["llama"]
+    batch = _batch(tok, ROWS[:1])
+    prompted = PromptedModel(model, _pt(info, model), False).train()
+    with backbone_calls(model) as calls:
+        loss, grads = _loss_and_grads(prompted, batch)
+    assert calls[0] == 2
+    prompted.label_logits_only = False
+    with backbone_calls(model) as calls:
+        ref_loss, ref_grads = _loss_and_grads(prompted, batch)
+    assert calls[0] == 1
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    assert ref_grads[0].abs().max() > 0
+    torch.testing.assert_close(grads[0], ref_grads[0], rtol=1e-4, atol=1e-7)
+
+
+def test_uneven_ranks_make_the_same_backbone_calls(backbones):
+    """Two ZeRO-3 ranks whose last batches hold 1 and 3 rows must call the backbone equally often (each call gathers
+    shards collectively): both run the prefix, then the rest."""
+    model, tok, info = backbones["llama"]
+    prompted = PromptedModel(model, _pt(info, model), False).train()
+    counts = []
+    for rows in (ROWS[:1], ROWS):
+        with backbone_calls(model) as calls:
+            prompted(**_batch(tok, rows)).loss.backward()
+        counts.append(calls[0])
+    assert counts == [2, 2]
