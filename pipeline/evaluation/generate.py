@@ -134,7 +134,7 @@ def _cached(model, ids, mask, steps: int, stops: _Stops, pad_id: int) -> list[li
     prefix, prefix_mask = first.inputs_embeds[:, : n + s_max].clone(), first.attention_mask[:, : n + s_max].clone()
     last = n + lengths - 1  # (B,) each row's last source position
     keep, where = torch.unique(last, return_inverse=True)
-    if shared_prefix_len(model.method, prefix, prefix_mask, n):
+    if shared_prefix_len(model.method, model.backbone, prefix, prefix_mask, n):
         out = shared_prefix_forward(model.backbone, prefix, prefix_mask, n, keep)
     else:
         out = model.backbone(inputs_embeds=prefix, attention_mask=prefix_mask, use_cache=True, logits_to_keep=keep)

@@ -79,7 +79,8 @@ def cached_label_scores(model, encoder: Encoder, sources: list[str], words, devi
     last = n + src_len - 1  # (B,)
     keep, where = torch.unique(last, return_inverse=True)
     kw = {"logits_to_keep": keep} if model.label_logits_only else {}  # decoder supports logits_to_keep
-    if kw and shared_prefix_len(model.method, prefix[:, 0], prefix_mask, n):  # the prompt runs once for all B examples
+    # the prompt runs once for all B examples
+    if kw and shared_prefix_len(model.method, model.backbone, prefix[:, 0], prefix_mask, n):
         out = shared_prefix_forward(model.backbone, prefix[:, 0], prefix_mask, n, keep)
     else:
         out = model.backbone(inputs_embeds=prefix[:, 0], attention_mask=prefix_mask, use_cache=True, **kw)

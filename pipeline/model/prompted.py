@@ -44,7 +44,7 @@ class PromptedModel(nn.Module):
         prompt + input positions, and the head over a 49K vocabulary was ~20% of a SmolLM2-135M step. The prompt
         the method prepended runs once for the whole batch when the method declares it shared (`shared_prefix_len`)."""
         target, keep = label_positions(batch.labels)
-        n = shared_prefix_len(self.method, batch.inputs_embeds, batch.attention_mask, prepended)
+        n = shared_prefix_len(self.method, self.backbone, batch.inputs_embeds, batch.attention_mask, prepended)
         if n:
             out = shared_prefix_forward(self.backbone, batch.inputs_embeds, batch.attention_mask, n, keep)
         else:
@@ -61,9 +61,11 @@ def label_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return target, (target != -100).any(0).nonzero().squeeze(1)
 
 
-def shared_prefix_len(method: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, n: int) -> int:
+def shared_prefix_len(method: nn.Module, backbone: nn.Module, embeds: torch.Tensor, mask: torch.Tensor,
+                      n: int) -> int:
     """`n` when `method` declares that the n positions it prepended to `embeds` (B, n+L, d) are one prompt tensor
-    shared by every row (`PromptMethod.shares_prompt`), else 0 (the full forward). `mask`: (B, n+L).
+    shared by every row (`PromptMethod.shares_prompt`) and `backbone` draws no dropout, else 0 (the full forward).
+    `mask`: (B, n+L).
 
     Declared, not read off the values: `shared_prefix_forward` takes the prompt's gradient through row 0 only, which
     is the whole gradient when every row holds the same tensor (expanded), but not when rows equal in value come from
@@ -79,7 +81,34 @@ def shared_prefix_len(method: nn.Module, embeds: torch.Tensor, mask: torch.Tenso
         raise RuntimeError(f"{type(method).__name__} declares shares_prompt=True, but the rows of its prompt differ "
                            f"(values or attention mask over the first {n} positions); a per-row prompt must leave "
                            "shares_prompt False (the full forward)")
-    return n
+    # Dropout: the shared prompt runs once, so all B rows would get one dropout mask over its n positions where the
+    # full forward draws one per row (a different, if unbiased, noise), and a layer drop could differ between the
+    # prefix call and the rest. Decided from the backbone's mode and config, the same on every rank.
+    return 0 if active_dropout(backbone) else n
+
+
+_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+_HEAD_RATES = ("classifier_dropout", "summary_first_dropout")  # heads a causal LM's forward never runs
+
+
+def active_dropout(backbone: nn.Module) -> bool:
+    """True when a forward of `backbone` draws random masks: a dropout module in training mode with p > 0, or, the
+    backbone in training mode, a config rate > 0 that HF applies functionally (LLaMA's attention_dropout, OPT's
+    dropout and layerdrop, BLOOM's hidden_dropout)."""
+    if any(isinstance(m, _DROPOUTS) and m.training and m.p > 0 for m in backbone.modules()):
+        return True
+    config = getattr(backbone, "config", None)
+    return bool(backbone.training and config is not None and any(r > 0 for r in _drop_rates(config.to_dict())))
+
+
+def _drop_rates(config: dict):
+    """Every numeric value of a config dict (nested ones too, e.g. text_config) whose key names a drop rate."""
+    for key, value in config.items():
+        if isinstance(value, dict):
+            yield from _drop_rates(value)
+        elif (isinstance(key, str) and "drop" in key and key not in _HEAD_RATES  # id2label has int keys
+              and isinstance(value, int | float) and not isinstance(value, bool)):
+            yield value
 
 
 def shared_prefix_forward(backbone, embeds: torch.Tensor, mask: torch.Tensor, n: int, keep: torch.Tensor):

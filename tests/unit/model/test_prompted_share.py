@@ -5,6 +5,7 @@ forward. Tiny random LLaMA (conftest's `backbones`), CPU, float32."""
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import pytest
 import torch
@@ -15,7 +16,8 @@ from pipeline.data.builtin import get_task
 from pipeline.data.encode import Encoder, Encoding, collate
 from pipeline.methods.base import PromptBatch, PromptMethod, prepend_prompt
 from pipeline.model.backbone import embedding_rows
-from pipeline.model.prompted import PromptedModel
+from pipeline.model.prompted import PromptedModel, active_dropout, shared_prefix_len
+from pipeline.model.zero import hf_zero3
 
 ROWS = [{"sentence1": "A cat sat on the mat.", "sentence2": "An animal sat.", "label": 0},
         {"sentence1": "It rained all day long in the city.", "sentence2": "It was dry.", "label": 1},
@@ -128,3 +130,49 @@ def test_uneven_ranks_make_the_same_backbone_calls(backbones):
             prompted(**_batch(tok, rows)).loss.backward()
         counts.append(calls[0])
     assert counts == [2, 2]
+
+
+def _with_attention_dropout(model, p: float):
+    """A tiny LLaMA like `model` (same config, fresh weights) whose attention applies dropout p (functionally)."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = copy.deepcopy(model.config)
+    cfg.attention_dropout = p
+    with hf_zero3(None):
+        return AutoModelForCausalLM.from_config(cfg).requires_grad_(False)
+
+
+def test_a_backbone_with_active_dropout_runs_the_full_forward(backbones):
+    """Shared, the prompt would get one dropout mask for all rows: a training-mode backbone with attention dropout
+    takes the full forward; in eval mode, or with p = 0, the prompt is shared again."""
+    model, tok, info = backbones["llama"]
+    dropping = _with_attention_dropout(model, 0.1)
+    method = _pt(info, model)
+    batch = _batch(tok, ROWS)
+    prompted = PromptedModel(dropping, method, False).train()
+    assert active_dropout(dropping)
+    with backbone_calls(dropping) as calls:
+        prompted(**batch).loss.backward()
+    assert calls[0] == 1
+    embedded = method(PromptBatch(dropping.get_input_embeddings()(batch["input_ids"]), batch["attention_mask"]))
+    n = method.num_virtual_tokens(method.cfg)
+    assert shared_prefix_len(method, dropping, *embedded[:2], n) == 0
+    assert shared_prefix_len(method, dropping.eval(), *embedded[:2], n) == n  # eval: dropout off
+    still = _with_attention_dropout(model, 0.0).train()
+    assert not active_dropout(still) and shared_prefix_len(method, still, *embedded[:2], n) == n
+    with backbone_calls(still) as calls:
+        PromptedModel(still, method, False).train()(**batch)
+    assert calls[0] == 2
+
+
+def test_active_dropout_reads_dropout_modules_and_config_rates():
+    """An nn.Dropout counts while it is in training mode with p > 0; a config rate only while the backbone trains."""
+    net = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1))
+    assert active_dropout(net.train()) and not active_dropout(net.eval())
+    assert not active_dropout(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.0)).train())
+    net = nn.Linear(2, 2)
+    net.config = type("Config", (), {"to_dict": lambda self: {"text_config": {"hidden_dropout": 0.1},
+                                                              "classifier_dropout": 0.5}})()
+    assert active_dropout(net.train()) and not active_dropout(net.eval())
+    net.config.to_dict = lambda: {"layerdrop": 0.0, "classifier_dropout": 0.5, "use_dropout": True}
+    assert not active_dropout(net.train())
