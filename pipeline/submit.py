@@ -54,12 +54,20 @@ def _suite(path: Path, keys: list[str]) -> list:
     return [task_config(suite, t) for t in suite.tasks]  # each task's search is checked like a search
 
 
+def _study(path: Path, keys: list[str]) -> list:
+    from pipeline.bench.study_config import arm_config, load_study_config
+
+    study = load_study_config(path, keys)
+    return [arm_config(study, a) for a in study.arms]  # each arm trains like one trial
+
+
 # The job entry points shipped in jobs/ and the loader of each one's CONFIG, returning the configs to pre-flight. The
 # library owns this table so it never imports jobs/; a test checks it names exactly the modules under jobs/.
 JOBS = {"search": _experiment, "train_one": _experiment, "evaluate": _experiment, "register": _experiment,
-        "benchmark": _benchmark, "suite": _suite, "bench_trials": _experiment}
-# the pre-flight rules each job's configs are checked with (a suite's tasks are searches)
-_CHECK_AS = {"suite": "search", "bench_trials": "search"}
+        "benchmark": _benchmark, "suite": _suite, "bench_trials": _experiment, "bench_ablation": _study,
+        "bench_travel": _study}
+# the pre-flight rules each job's configs are checked with (a suite's tasks are searches, a study's arms trials)
+_CHECK_AS = {"suite": "search", "bench_trials": "search", "bench_ablation": "train_one", "bench_travel": "train_one"}
 
 
 class SubmitError(ValueError):
