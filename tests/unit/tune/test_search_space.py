@@ -91,7 +91,7 @@ def test_sampled_learning_rates_stay_in_config_units(tiny_dirs):
                               "search.methods={pt: {}, dept: {}}"])
     space = search_space(cfg)
     assert space["pt:method.lr"] == LogUniform(0.03, 1.0)
-    assert space["dept:method.lr"].values == (0.3, 0.4) and space["dept:method.lr_lowrank"].values[0] == 1e-4
+    assert space["dept:method.lr"].values == (0.3, 0.4) and space["dept:method.lr_lowrank"].values[0] == 1e-2
     with pytest.raises(ConfigError, match="unknown key 'search.lr_scale'"):
         load_config(SMOKE, ["search.lr_scale=1.0"])
 
