@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 
-from pipeline.bench.ablation import by_length, length_bins, mcnemar
+from pipeline.bench.ablation import by_length, length_bins, mcnemar, run_ablation
 from pipeline.data.metrics import wilson_interval
 
 
@@ -79,8 +79,6 @@ def markdown(state: dict, baselines: list[str]) -> str:
 
 def ablation_command(scfg, out) -> str:
     """Run (or finish) the ablation of `scfg` under `out`, write ablation.md beside ablation.json, return it."""
-    from pipeline.bench.ablation import run_ablation
-
     state = run_ablation(scfg, out)
     text = markdown(state, scfg.baselines)
     (out / "ablation.md").write_text(text)

@@ -18,13 +18,12 @@ import torch
 from pipeline import methods
 from pipeline.config import ExperimentConfig
 from pipeline.data.encode import Encoder, Encoding
-from pipeline.data.sources import load_examples, with_data_labels
 from pipeline.data.tasks import Task
 from pipeline.evaluation.score import score_examples
 from pipeline.methods.base import PromptMethod
 from pipeline.model.backbone import embedding_rows, input_embedding_rms, load_backbone
 from pipeline.model.prompted import PromptedModel
-from pipeline.train.loop import batches, build_engine, train_step
+from pipeline.train.loop import batches, build_engine, encoded_data, train_step
 
 
 @dataclass
@@ -55,10 +54,8 @@ class Study:
 
         process_world()
         model, tok, info = load_backbone(cfg.backbone)
-        d = cfg.data
-        task = with_data_labels(d.task, d.train_file)
-        enc = Encoder(tok, info.is_seq2seq, Encoding.of(d))
-        feats = enc.examples(task, load_examples(task, "train", d.train_file, d.max_train_samples, cfg.seed))
+        enc = Encoder(tok, info.is_seq2seq, Encoding.of(cfg.data))
+        task, feats, _ = encoded_data(cfg.data, enc, cfg.seed)  # as a trial reads and encodes them
         return cls(cfg, model, tok, info, task, enc, feats, input_embedding_rms(model))
 
     def build(self, method_cfg, seed: int) -> PromptMethod:
@@ -79,24 +76,24 @@ class Trained:
     """Training loss of every step."""
 
 
-def train(study: Study, cfg: ExperimentConfig, steps: int | None = None, seed: int | None = None,
-          on_step=None) -> Trained:
-    """Train `cfg.method` for `steps` (None: cfg.train.max_steps) with the trial's engine and schedule;
-    `on_step(step, method)` runs after every step (the travel probe records there)."""
+def train(study: Study, cfg: ExperimentConfig, seed: int | None = None, on_step=None) -> Trained:
+    """Train `cfg.method` for cfg.train.max_steps with the trial's engine and schedule; `on_step(step, method)` runs
+    after every step (the travel probe records there)."""
     seed = cfg.seed if seed is None else seed
     torch.manual_seed(seed)
     method = study.build(cfg.method, seed)
     engine = build_engine(cfg, PromptedModel(study.model, method, study.info.is_seq2seq), method, 0)
     stream = batches(study.features, cfg.train.batch_size, study.tokenizer.pad_token_id, seed)
     out = Trained(method)
-    for step in range(1, (steps or cfg.train.max_steps) + 1):
+    for step in range(1, cfg.train.max_steps + 1):
         start = time.perf_counter()
         out.losses += train_step(engine, stream, cfg.train.grad_accum, "cpu", step, 1)
         out.step_s.append(time.perf_counter() - start)
         if on_step is not None:
             on_step(step, method)
     engine.destroy()
-    return Trained(method.float().eval(), out.step_s, out.losses)
+    method.eval()
+    return out
 
 
 def correct_rows(study: Study, method: torch.nn.Module, rows: list[dict], batch_size: int) -> list[bool]:

@@ -151,7 +151,7 @@ def run_trial(cfg: ExperimentConfig, ctx: LoopContext, session: Session) -> None
     enc = Encoder(tokenizer, info.is_seq2seq, Encoding.of(d))
     # the same data through the same tokenizer: read and encoded once per process, keyed by the whole data section
     task, features, val_ex = warm.kept("data", warm.identity_of(asdict(cfg.backbone), asdict(d), cfg.seed),
-                                       lambda: _data(d, enc, cfg.seed))
+                                       lambda: encoded_data(d, enc, cfg.seed))
     rows = embedding_rows(model, tokenizer, enc.label_tokens(task))  # label tokens: the 'labels' prompt init
     method = methods.build(cfg.method, info, rows, seed=cfg.seed)
     start_step, restored_dir = _restore_prompt(method, info, session.checkpoint())
@@ -204,7 +204,7 @@ def run_trial(cfg: ExperimentConfig, ctx: LoopContext, session: Session) -> None
         _report(trial, step, metrics, improved)
 
 
-def _data(d, enc: Encoder, seed: int):
+def encoded_data(d, enc: Encoder, seed: int):
     """(task with its label set, encoded training features, validation examples) of data section `d`."""
     task = with_data_labels(d.task, d.train_file)
     features = enc.examples(task, load_examples(task, "train", d.train_file, d.max_train_samples, seed))
