@@ -131,6 +131,9 @@ class SearchConfig:
     """ASHA: reports (evals) every trial gets before it may be stopped."""
     reduction_factor: float = field(default=2.0, metadata=bounds(1.0, lo_open=True))
     """ASHA: keep the top 1/reduction_factor of trials at each rung."""
+    scheduler: Literal["asha", "fifo"] = "asha"
+    """'asha': stop weak trials at each rung; 'fifo': every trial runs its full budget (the grid ASHA is measured
+    against)."""
     max_concurrent_trials: int | None = field(default=None, metadata=bounds(1))
     """Concurrent trials; None derives it from cluster resources per trial."""
     seed: int = 0
@@ -149,7 +152,8 @@ class SearchConfig:
     default_space: bool = True
     """Start from the method's default search space (False: search only the keys in `space`)."""
     space: dict[str, Any] = field(default_factory=dict)
-    """Overrides of the method's default search space, e.g. {'method.lr': {'loguniform': [0.01, 1]}} (config units)."""
+    """Overrides of the method's default search space, e.g. {'method.lr': {'loguniform': [0.01, 1]}} (config units);
+    {'grid': [...]} tries every value, num_samples times each."""
 
 
 @dataclass

@@ -133,7 +133,6 @@ def _open_search_run(cfg: ExperimentConfig, search_id: str, resuming: bool, pare
 def _tuner(cfg: ExperimentConfig, run: _SearchRun, resuming: bool, extra: list):
     """The Tuner of a new search (ASHA over the search space), or the restored Tuner of an interrupted one."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     from pipeline.tune.callbacks import MlflowTrialStatus, ProgressLine
     from pipeline.tune.driver import make_driver
@@ -155,9 +154,7 @@ def _tuner(cfg: ExperimentConfig, run: _SearchRun, resuming: bool, extra: list):
         tune_config=tune.TuneConfig(
             metric=run.ref.metric, mode=run.ref.mode, num_samples=cfg.search.num_samples,
             search_alg=search_algorithm(cfg, cfg.search.max_concurrent_trials or concurrency(cfg)),
-            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=run.ref.max_reports,
-                                    grace_period=min(cfg.search.grace_period, run.ref.max_reports),
-                                    reduction_factor=cfg.search.reduction_factor),
+            scheduler=scheduler(cfg, run.ref.max_reports),
             # in-process trials: the next trial gets a warm process (pipeline.train.warm); a TorchTrainer's
             # driver is not reused (a second Train run in one reused actor never got its workers)
             reuse_actors=trial_in_process(cfg)),
@@ -206,6 +203,17 @@ def one_trial(cfg: ExperimentConfig) -> ExperimentConfig:
     cfg.search.num_samples, cfg.search.methods, cfg.search.space, cfg.search.default_space = 1, {}, {}, False
     cfg.search.equal_budget = None
     return cfg
+
+
+def scheduler(cfg: ExperimentConfig, max_reports: int):
+    """ASHA over training iterations (one per eval, `max_reports` in all), or FIFO: every trial to its last step."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if cfg.search.scheduler == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="training_iteration", max_t=max_reports,
+                         grace_period=min(cfg.search.grace_period, max_reports),
+                         reduction_factor=cfg.search.reduction_factor)
 
 
 def search_algorithm(cfg: ExperimentConfig, max_concurrent: int):

@@ -22,23 +22,26 @@ METHOD_KEY = "method.name"
 
 @dataclass(frozen=True)
 class Grid:
-    """Every one of `values`, each with num_samples trials (Tune's grid_search); only for method.name."""
+    """Every one of `values`, each with num_samples trials (Tune's grid_search): method.name under
+    search.method_grid, or a search.space key written {grid: [...]}; several grids multiply."""
 
     values: tuple
 
 
 _YAML_KINDS = {"choice": lambda v: Choice(tuple(v)), "loguniform": lambda v: LogUniform(*v),
-               "uniform": lambda v: Uniform(*v)}
+               "uniform": lambda v: Uniform(*v), "grid": lambda v: Grid(tuple(v))}
 
 
 def parse_dist(key: str, raw: Any) -> Dist:
     """YAML form {'loguniform': [lo, hi]} / {'uniform': [lo, hi]} / {'choice': [...]} -> a Dist."""
-    if isinstance(raw, Choice | LogUniform | Uniform):
+    if isinstance(raw, Choice | LogUniform | Uniform | Grid):
         return raw
     if not (isinstance(raw, dict) and len(raw) == 1 and next(iter(raw)) in _YAML_KINDS):
-        raise ConfigError(f"search.space.{key}={raw!r} is not a distribution; expected "
-                          f"{{choice: [...]}}, {{loguniform: [lo, hi]}} or {{uniform: [lo, hi]}}")
+        raise ConfigError(f"search.space.{key}={raw!r} is not a distribution; expected {{choice: [...]}}, "
+                          f"{{grid: [...]}}, {{loguniform: [lo, hi]}} or {{uniform: [lo, hi]}}")
     kind, value = next(iter(raw.items()))
+    if kind in ("choice", "grid") and not (isinstance(value, list) and value):
+        raise ConfigError(f"search.space.{key}={raw!r}: {kind} needs a non-empty list of values")
     return _YAML_KINDS[kind](value)
 
 
@@ -64,6 +67,10 @@ def search_space(cfg: ExperimentConfig) -> dict[str, Dist]:
     Sampled values are config values: learning rates stay in the config's units (train.lr_units) and become
     absolute in the trial, where the backbone is loaded (pipeline.methods.units)."""
     user = {k: _absolute(k, parse_dist(k, v)) for k, v in cfg.search.space.items()}
+    grids = [k for k, d in user.items() if isinstance(d, Grid)]
+    if grids and cfg.search.algorithm != "random":
+        raise ConfigError(f"search.space.{grids[0]} is a grid; expected search.algorithm='random' with a grid, got "
+                          f"{cfg.search.algorithm!r} (a model-based sampler cannot take a grid)")
     names = list(cfg.search.methods) or [cfg.method_name]
     if not cfg.search.methods:
         space = {**_own_space(names[0], cfg), **user}

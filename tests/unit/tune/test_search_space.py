@@ -132,3 +132,30 @@ def test_train_one_and_a_search_build_the_same_trial_for_the_same_values():
     assert alone.search.equal_budget is None  # PT's num_tokens=60 would not be resized to 100
     pt60 = one_trial(load_config(SMOKE, overrides + ["method={name: pt, num_tokens: 60}"]))
     assert ExperimentConfig.from_dict(trial_config(pt60.to_dict(), {})).method.num_tokens == 60
+
+
+def test_a_grid_key_tries_every_value_once_per_sample_and_refuses_bad_lists():
+    from ray.tune.search.variant_generator import generate_variants
+
+    from pipeline.tune.space import to_ray
+
+    cfg = load_config(SMOKE, ["search.space={method.lr: {grid: [0.1, 0.3, 1.0]}}", "search.num_samples=1"])
+    space = to_ray(search_space(cfg))
+    assert sorted(spec["method.lr"] for _, spec in generate_variants(space)) == [0.1, 0.3, 1.0]
+    assert "method.num_tokens" in space  # the method's other keys are still sampled beside the grid
+    with pytest.raises(ConfigError, match=r"search.space.method.lr=\{'grid': \[\]\}: grid needs a non-empty list"):
+        search_space(load_config(SMOKE, ["search.space={method.lr: {grid: []}}"]))
+    with pytest.raises(ConfigError, match="search.space.method.lr is a grid; expected search.algorithm='random'"):
+        search_space(load_config(SMOKE, ["search.space={method.lr: {grid: [0.1]}}", "search.algorithm=optuna"]))
+
+
+def test_fifo_scheduler_runs_every_trial_to_its_budget_and_asha_is_the_default():
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from pipeline.tune.search import scheduler
+
+    asha = scheduler(load_config(SMOKE, ["search.grace_period=9"]), max_reports=4)
+    assert type(asha) is ASHAScheduler and [r for r, _ in asha._brackets[0]._rungs] == [4]  # capped at 4 reports
+    assert type(scheduler(load_config(SMOKE, ["search.scheduler=fifo"]), 4)) is FIFOScheduler
+    with pytest.raises(ConfigError, match="search.scheduler"):
+        load_config(SMOKE, ["search.scheduler=hyperband"])
