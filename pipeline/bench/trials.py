@@ -42,7 +42,8 @@ class TrialClock(Callback):
         self._write(event="start", trial=trial.trial_id)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        self._write(event="result", trial=trial.trial_id, step=result.get("step"), compute_s=result.get("compute_s"))
+        self._write(event="result", trial=trial.trial_id, step=result.get("step"), compute_s=result.get("compute_s"),
+                    eval_s=result.get("eval_s"))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._write(event="end", trial=trial.trial_id)

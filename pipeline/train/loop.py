@@ -192,11 +192,13 @@ def run_trial(cfg: ExperimentConfig, ctx: LoopContext, session: Session) -> None
         if step % cfg.train.eval_every and step != cfg.train.max_steps:
             continue
         engine.eval()
+        evaluating = time.perf_counter()
         metrics = evaluate(engine.module, enc, task, val_ex, cfg.train.eval_batch_size, device,
                            progress=EvalProgress(f"{label} step {step}", len(val_ex)) if rank == 0 else None)
         metrics.update(step=step, train_loss=sum(losses) / len(losses), trainable_params=count_trainable(method),
                        resumed_from=start_step,  # > 0 after a restart from a prompt checkpoint
-                       compute_s=time.perf_counter() - stepping)
+                       compute_s=time.perf_counter() - stepping,  # steps, evals and checkpoints so far
+                       eval_s=time.perf_counter() - evaluating)  # this evaluation's share (bench-search's split)
         losses.clear()
         value = metrics[ctx.metric]
         improved = better(value, best, ctx.mode)
