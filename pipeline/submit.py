@@ -61,13 +61,21 @@ def _study(path: Path, keys: list[str]) -> list:
     return [arm_config(study, a) for a in study.arms]  # each arm trains like one trial
 
 
+def _search_bench(path: Path, keys: list[str]) -> list:
+    from pipeline.bench.search_config import experiment, load_search_bench_config
+
+    cfg = load_search_bench_config(path, keys)
+    return [experiment(cfg, part) for part in ("ours", "methods")]  # both searches are checked like searches
+
+
 # The job entry points shipped in jobs/ and the loader of each one's CONFIG, returning the configs to pre-flight. The
 # library owns this table so it never imports jobs/; a test checks it names exactly the modules under jobs/.
 JOBS = {"search": _experiment, "train_one": _experiment, "evaluate": _experiment, "register": _experiment,
         "benchmark": _benchmark, "suite": _suite, "bench_trials": _experiment, "bench_ablation": _study,
-        "bench_travel": _study}
+        "bench_travel": _study, "bench_search": _search_bench}
 # the pre-flight rules each job's configs are checked with (a suite's tasks are searches, a study's arms trials)
-_CHECK_AS = {"suite": "search", "bench_trials": "search", "bench_ablation": "train_one", "bench_travel": "train_one"}
+_CHECK_AS = {"suite": "search", "bench_trials": "search", "bench_ablation": "train_one", "bench_travel": "train_one",
+             "bench_search": "search"}
 
 
 class SubmitError(ValueError):

@@ -67,3 +67,19 @@ def bench_ablation(config: Path, overrides: Overrides = None,
         typer.echo(ablation_command(load_study_config(config, overrides or []), out))
     except (ConfigError, FileNotFoundError, ValueError) as e:
         fail(e)
+
+
+@app.command("bench-search")
+def bench_search(config: Path, overrides: Overrides = None,
+                 out: Annotated[Path, typer.Option(help="Directory for search.md and search.json (a run started "
+                                                        "again there skips the parts it holds)")] = Path("search")
+                 ) -> None:
+    """Whole searches measured: HF Trainer + PEFT's search against promptfarm's, and ASHA against the grid."""
+    from pipeline.bench.search_bench import bench_search_command
+    from pipeline.bench.search_config import load_search_bench_config
+    from pipeline.config import ConfigError
+
+    try:
+        typer.echo(bench_search_command(load_search_bench_config(config, overrides or []), out))
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        fail(e)
