@@ -36,8 +36,10 @@ def test_every_shipped_job_module_is_submittable_with_its_own_kind_of_config():
     bench = ROOT / "jobs" / "configs" / "bench-tiny.yaml"
     suite = ROOT / "jobs" / "configs" / "suite-tiny.yaml"
     study = ROOT / "jobs" / "configs" / "study-tiny.yaml"
+    searches = ROOT / "jobs" / "configs" / "bench-search-tiny.yaml"
     for job in job_names():
-        config = {"benchmark": bench, "suite": suite, "bench_ablation": study, "bench_travel": study}.get(job, SMOKE)
+        config = {"benchmark": bench, "suite": suite, "bench_ablation": study, "bench_travel": study,
+                  "bench_search": searches}.get(job, SMOKE)
         assert job_spec(job, config, [], ROOT, {}, None)[0].startswith(f"python -m jobs.{job} ")
     with pytest.raises(ConfigError, match="batch_size"):  # a benchmark config is not an experiment
         job_spec("search", bench, [], ROOT, {}, None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.bench.config import load_bench_config
+from pipeline.bench.search_config import load_search_bench_config
 from pipeline.bench.study_config import load_study_config
 from pipeline.config import load_config
 from pipeline.suite.config import load_suite_config
@@ -16,7 +17,9 @@ CONFIGS = sorted((ROOT / "jobs" / "configs").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_config_loads(path):
-    if path.name.startswith("bench-"):
+    if path.name.startswith("bench-search-"):  # both searches' experiments are built and validated too
+        assert load_search_bench_config(path).lr_samples
+    elif path.name.startswith("bench-"):
         assert load_bench_config(path).backbone.name_or_path
     elif path.name.startswith("suite-"):  # every task's experiment is built and validated too
         assert load_suite_config(path).tasks
