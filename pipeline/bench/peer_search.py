@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -74,11 +75,13 @@ def run_peer(exp, features: list[dict], val_features: list[dict], pad_id: int, a
     from pipeline.data.encode import collate
     from pipeline.model.backbone import ensure_backbone
     from pipeline.tune.cluster import DRIVER_CPU
+    from pipeline.tune.interrupt import Interrupted, Interruptible
 
     t, s = exp.train, exp.search
     path, cpus = ensure_backbone(exp.backbone), t.cpus_per_worker + DRIVER_CPU  # a trial of ours holds both
     clock = out_dir.resolve() / "peer-events.jsonl"  # written from the trials' processes
     clock.unlink(missing_ok=True)
+    shutil.rmtree(out_dir / "peer-ray", ignore_errors=True)  # an interrupted run's trials: this part starts over
 
     def model_init(trial=None):
         import torch
@@ -114,11 +117,14 @@ def run_peer(exp, features: list[dict], val_features: list[dict], pad_id: int, a
                          max_t=-(-t.max_steps // t.eval_every), grace_period=s.grace_period,
                          reduction_factor=s.reduction_factor)
     os.environ["RAY_SCOPE"] = "all"
-    best = trainer.hyperparameter_search(
-        hp_space=lambda _: {"learning_rate": tune.grid_search(abs_lrs)}, backend="ray", n_trials=1,
-        direction="minimize", scheduler=asha, resources_per_trial={"cpu": cpus}, max_concurrent_trials=1,
-        reuse_actors=True, storage_path=str((out_dir / "peer-ray").resolve()), name="peer", callbacks=callbacks,
-        verbose=0)
+    with Interruptible() as stop:  # Tune's own Ctrl+C handling returns as if the search had finished
+        best = trainer.hyperparameter_search(
+            hp_space=lambda _: {"learning_rate": tune.grid_search(abs_lrs)}, backend="ray", n_trials=1,
+            direction="minimize", scheduler=asha, resources_per_trial={"cpu": cpus}, max_concurrent_trials=1,
+            reuse_actors=True, storage_path=str((out_dir / "peer-ray").resolve()), name="peer",
+            callbacks=callbacks, verbose=0)
+    if stop.interrupted:
+        raise Interrupted("the peer search", stop.signum)
     analysis = best.run_summary
     best_trial = next(tr for tr in analysis.trials if tr.trial_id == best.run_id)
     ckpt = analysis.get_best_checkpoint(best_trial, metric="objective", mode="min")

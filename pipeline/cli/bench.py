@@ -78,8 +78,13 @@ def bench_search(config: Path, overrides: Overrides = None,
     from pipeline.bench.search_bench import bench_search_command
     from pipeline.bench.search_config import load_search_bench_config
     from pipeline.config import ConfigError
+    from pipeline.tune.interrupt import Interrupted
 
     try:
         typer.echo(bench_search_command(load_search_bench_config(config, overrides or []), out))
     except (ConfigError, FileNotFoundError, ValueError) as e:
         fail(e)
+    except Interrupted as e:  # a part's timing must be whole: the part runs again, the finished ones are kept
+        typer.echo(f"interrupted: {e.resume_id} stopped; the same command again re-runs that part and keeps the "
+                   f"finished ones in {out}", err=True)
+        raise typer.Exit(128 + e.signum) from None

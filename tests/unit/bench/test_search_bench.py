@@ -57,10 +57,15 @@ def test_peer_split_reads_model_init_setup_steps_and_evaluations():
     stamps = [{"t": t, "trial": "p", "event": e, "step": s} for t, e, s in [
         (2.0, "init_begin", 0), (5.0, "init_end", 0), (6.0, "train_begin", 0), (10.0, "step", 1),
         (14.0, "step", 2), (16.0, "evaluate", 2), (17.0, "save", 2), (20.0, "step", 3), (21.0, "train_end", 3)]]
-    (p,) = peer_split(events, stamps)
+    # q: stopped by ASHA inside its first evaluation's report, so no save follows the evaluation
+    stamps += [{"t": t, "trial": "q", "event": e, "step": s} for t, e, s in [
+        (31.0, "init_begin", 0), (32.0, "init_end", 0), (33.0, "train_begin", 0), (36.0, "step", 1),
+        (39.0, "step", 2), (44.0, "evaluate", 2)]]
+    p, q = peer_split(events, stamps)
     assert p["start_s"] == pytest.approx(3.0) and p["load_s"] == pytest.approx(3.0)  # 2 before init + 1 after
     assert p["eval_s"] == pytest.approx(3.0) and p["steps_s"] == pytest.approx(12.0)
     assert p["gap_s"] == pytest.approx(9.0)
+    assert q["eval_s"] == pytest.approx(5.0) and q["steps_s"] == pytest.approx(6.0) and q["gap_s"] is None
 
 
 def test_ratios_and_the_paired_difference_come_from_the_record():
@@ -91,3 +96,21 @@ def test_same_configurations_compares_the_sampled_params_as_multisets():
     b = {"trials": [_trial("z", "pt", [1.0], {"method.lr": 0.2}), _trial("w", "pt", [1.0], {"method.lr": 0.1})]}
     c = {"trials": [_trial("z", "pt", [1.0], {"method.lr": 0.2}), _trial("w", "pt", [1.0], {"method.lr": 0.3})]}
     assert same_configurations(a, b) and not same_configurations(a, c)
+
+
+def test_an_interrupted_part_exits_128_plus_the_signal_and_says_the_finished_parts_are_kept(monkeypatch, tmp_path):
+    import signal
+
+    from typer.testing import CliRunner
+
+    from pipeline.bench import search_bench
+    from pipeline.cli import app
+    from pipeline.tune.interrupt import Interrupted
+
+    def stopped(cfg, out_dir):
+        raise Interrupted("the peer search", signal.SIGTERM)
+
+    monkeypatch.setattr(search_bench, "bench_search_command", stopped)
+    result = CliRunner().invoke(app, ["bench-search", str(TINY), "--out", str(tmp_path)])
+    assert result.exit_code == 128 + signal.SIGTERM
+    assert "interrupted: the peer search stopped" in result.output and str(tmp_path) in result.output
