@@ -71,7 +71,10 @@ def peer_split(events: list[dict], stamps: list[dict]) -> list[dict]:
         first = {e["event"]: e["t"] for e in reversed(mine)}
         if "init_end" not in first or "train_begin" not in first:
             continue
-        ev = sum(at[("save", s)] - at[("step", s)] for (kind, s) in at if kind == "save" and ("step", s) in at)
+        # an evaluation runs from its step's end to its save, or to its own stamp in a trial ASHA stopped at its
+        # report (Tune ends the trial inside the evaluation's report: no save follows)
+        ev = sum(at.get(("save", s), t) - at[("step", s)] for (kind, s), t in at.items()
+                 if kind == "evaluate" and ("step", s) in at)
         last = max(e["t"] for e in mine)
         setup = first["train_begin"] - first["init_end"]
         out.append({"trial": trial, "start_s": first["init_begin"] - t0 + setup, "load_s": first["init_end"] -
