@@ -28,6 +28,8 @@ class SearchBenchConfig:
     """Base experiment YAML (backbone, data, train, search's ASHA settings and methods); None: all defaults."""
     overrides: list[str] = field(default_factory=list)
     """`a.b=c` overrides applied to the base experiment."""
+    methods_overrides: list[str] = field(default_factory=list)
+    """More overrides for the methods part only (after `overrides`), e.g. shorter trials for its 2 x N trials."""
     num_tokens: int = field(default=20, metadata=bounds(1))
     """Prompt length of both PT searches (PEFT's num_virtual_tokens)."""
     lr_samples: int = field(default=8, metadata=bounds(1))
@@ -72,6 +74,8 @@ def experiment(cfg: SearchBenchConfig, part: str, scheduler: str = "asha") -> Ex
         over += [f"method={json.dumps(pt)}", "search.methods={}", "search.default_space=false",
                  "search.num_samples=1", "search.equal_budget=null", "search.method_grid=false",
                  "search.metric=loss", f"search.space={json.dumps({'method.lr': {'grid': sampled_lrs(cfg)}})}"]
+    else:
+        over += cfg.methods_overrides
     over.append(f"search.scheduler={scheduler}")
     try:
         exp = load_config(cfg.experiment, over)

@@ -134,6 +134,8 @@ def to_markdown(result: dict, title: str, reduction_factor: float) -> str:
         regret = 100 * (acc_g[0] - acc_a)
         inside = acc_g[1][0] <= acc_a <= acc_g[1][1]
         lines += ["## ASHA against the grid (the same configurations, every trial to its last step)", "",
+                  f"{len(g['trials'])} configurations of {', '.join(sorted({t['method'] for t in g['trials']}))}, "
+                  f"{max(t['steps'] for t in g['trials'])} steps each in the grid.", "",
                   "| | ASHA | grid |", "|---|---:|---:|",
                   f"| scheduler | {a['scheduler']} | {g['scheduler']} |",
                   f"| wall s | {a['wall_s']:.1f} | {g['wall_s']:.1f} |",
