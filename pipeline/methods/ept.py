@@ -156,13 +156,12 @@ class EPT(PromptMethod):
     def fused_prompt(self) -> torch.Tensor:
         """(m, d) P_f = P + softmax(P B^T / (sqrt(d) rms(P) rms(B))) B, or P when fusion is off."""
         p = self.prompt
-        if not self.cfg.fusion:
-            return p
+        if not self.cfg.fusion or self.lowrank_b.shape[0] == 0:  # r = 0 (a budget with no room): nothing to attend
+            return p  # over, and rms() of the empty B is 0/0 = NaN, which reached P's gradient through the scale
         # CHOICE (fusion equation unknown; summaries: "attention", the paper apparently writes it with einsum):
         # prompt tokens are queries, the r rows of B (the low-rank factor that lives in embedding space) are
         # keys and values; scaled dot-product, residual add, no learned W_Q/W_K/W_V (3 d^2 = 1.77M parameters
         # at d=768 would dwarf PT's budget). B = 0 at init gives uniform attention over zero rows: P_f = P.
-        # r = 0 -> softmax over an empty axis -> zero contribution.
         # CHOICE (scale): the logits are taken after bringing P and B to unit RMS, i.e. P B^T / (sqrt(d) rms(P)
         # rms(B)). Plain P B^T / sqrt(d) grows as the square of the embedding scale: on SmolLM2 (RMS 0.136) its
         # logits stayed within +-0.1 for any B a run reaches (largest weight 0.072 against 0.067 uniform: it only
