@@ -84,9 +84,14 @@ def lr_lambda(warmup: int, total: int):
 
 def make_optimizer(method, backbone, weight_decay: float, lr_units: str) -> torch.optim.AdamW:
     """AdamW over `method`'s groups with absolute lrs for `backbone`'s embedding scale (pipeline.methods.units): the
-    one place a configured lr becomes the lr a tensor is moved by (trials, bench and peer check alike)."""
-    return torch.optim.AdamW(absolute_groups(method.param_groups(), input_embedding_rms(backbone), lr_units),
-                             weight_decay=weight_decay)
+    one place a configured lr becomes the lr a tensor is moved by (trials, bench and peer check alike).
+
+    Empty tensors leave the groups, and groups left empty go: an equal budget can leave a low-rank part rank 0 (EPT
+    at 20 tokens of budget with a 12-token prompt), whose (s, 0) and (0, d) factors have nothing to train, and
+    DeepSpeed's ZeRO optimizer fails on a group without parameters (IndexError in Stage1And2ZeroOptimizer)."""
+    groups = [{**g, "params": [p for p in g["params"] if p.numel()]} for g in method.param_groups()]
+    return torch.optim.AdamW(absolute_groups([g for g in groups if g["params"]], input_embedding_rms(backbone),
+                                             lr_units), weight_decay=weight_decay)
 
 
 def lr_line(optimizer: torch.optim.Optimizer) -> str:

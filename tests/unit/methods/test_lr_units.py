@@ -154,3 +154,23 @@ def test_configs_record_lr_units():
 
     text = to_text(experiment_fields("pt"))
     assert "method.lr: float = 0.3  (0.0, inf]  [relative" in text
+
+
+def test_a_budget_that_leaves_a_part_rank_0_trains_the_rest(gloo_world, tiny_dirs):
+    """EPT at 20 tokens of budget with a 12-token prompt has no room for offsets: rank 0, empty factors. The engine
+    trains the prompt (the ZeRO optimizer used to fail on the empty group with an IndexError)."""
+    cfg = load_config(ROOT / "jobs" / "configs" / "smoke.yaml", [
+        f"backbone.name_or_path={tiny_dirs['llama']}", "backbone.init_tiny=null", "train.batch_size=4",
+        "method={name: ept, num_tokens: 6, budget_tokens: 6, max_length: 16}"])
+    model, tok, info = load_backbone(cfg.backbone)
+    built = methods.build(cfg.method, info, embedding_rows(model), seed=0)
+    assert built.lowrank_a.numel() == 0  # the budget left the offsets rank 0
+    engine = build_engine(cfg, PromptedModel(model, built, False), built, 0)
+    assert "lowrank_a" not in {g["name"] for g in engine.optimizer.param_groups}
+    before = built.prompt.detach().clone()
+    task = get_task("sst2")
+    rows = load_examples(task, "train", str(FIXTURES / "sst2_tiny" / "train.tsv"), None, 0)
+    feats = Encoder(tok, False, Encoding(64, 8, "")).examples(task, rows)
+    train_step(engine, batches(feats, 4, tok.pad_token_id, 0), 1, "cpu", 1, 1)
+    assert not torch.equal(built.prompt.detach(), before)
+    engine.destroy()
