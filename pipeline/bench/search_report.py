@@ -164,7 +164,8 @@ def _abs(result: dict, trials: list[dict], trial: str) -> float:
 
 def _champ(rec: dict) -> str:
     t = next(t for t in rec["trials"] if t["trial"] == rec["best"]["trial"])
-    shown = {k.rpartition(":")[2]: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in t["params"].items()}
+    own = {k.rpartition(":")[2]: v for k, v in t["params"].items() if ":" not in k or k.startswith(f"{t['method']}:")}
+    shown = {k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in own.items()}
     return f"{t['method']} " + ", ".join(f"{k}={v}" for k, v in shown.items() if k != "method.name")
 
 
