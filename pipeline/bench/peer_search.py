@@ -28,6 +28,15 @@ import time
 from pathlib import Path
 
 
+def _stamp(path, event: str, step: int, t: float | None = None) -> None:
+    """Append one {t, trial, event, step} line to `path`; the trial is Ray Tune's trial id in this process."""
+    from ray import tune
+
+    with open(path, "a") as f:
+        f.write(json.dumps({"t": time.time() if t is None else t, "trial": tune.get_context().get_trial_id(),
+                            "event": event, "step": step}) + "\n")
+
+
 def _clock_callback():
     from transformers import TrainerCallback
 
@@ -39,11 +48,7 @@ def _clock_callback():
             self.path = path
 
         def write(self, event: str, step: int) -> None:
-            from ray import tune
-
-            with open(self.path, "a") as f:
-                f.write(json.dumps({"t": time.time(), "trial": tune.get_context().get_trial_id(), "event": event,
-                                    "step": step}) + "\n")
+            _stamp(self.path, event, step)
 
         def on_train_begin(self, args, state, control, **kw):
             self.write("train_begin", state.global_step)
@@ -95,13 +100,8 @@ def run_peer(exp, features: list[dict], val_features: list[dict], pad_id: int, a
                                       prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB)
         model = get_peft_model(model, peft_cfg)
         if trial is not None:  # the Trainer's own construction calls it once without a trial
-            from ray import tune as rt
-
-            with open(clock, "a") as f:
-                f.write(json.dumps({"t": began, "trial": rt.get_context().get_trial_id(), "event": "init_begin",
-                                    "step": 0}) + "\n")
-                f.write(json.dumps({"t": time.time(), "trial": rt.get_context().get_trial_id(), "event": "init_end",
-                                    "step": 0}) + "\n")
+            _stamp(clock, "init_begin", 0, began)
+            _stamp(clock, "init_end", 0)
         return model
 
     began = time.time()  # the Trainer's construction (a model_init in this process) is the peer's cost too
